@@ -1,0 +1,222 @@
+"""Block, Stream and find_blocks(graph): residual joins found structurally from data flow."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from ._dataflow import Dataflow
+from ._naming import block_name
+from ._opclass import ADD, CAT, IDENTITY, SCALE
+from .graph import Graph
+
+__all__ = ["Block", "Stream", "find_blocks", "streams"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One residual join ``y = skip + branch`` (or a concat skip), found from data flow.
+
+    ``fork`` is the node whose output both paths start from; ``skip`` holds the nodes on the
+    skip path (empty for a plain identity skip; a 1x1 conv + norm for a projection), ``branch``
+    the nodes on the branch path, both in execution order. ``stream``/``step`` place the block
+    along its residual stream (None for concat skips, which are not refinement steps).
+    """
+
+    name: str
+    join: int
+    fork: int
+    skip_operand: int
+    branch_operand: int
+    skip: tuple[int, ...]
+    branch: tuple[int, ...]
+    skip_kind: str  # "identity" | "projection" | "concat"
+    join_kind: str  # "add" | "scaled" | "gated" | "concat"
+    join_op: str
+    module: str
+    branch_modules: tuple[str, ...]
+    stream: int | None = None
+    step: int | None = None
+
+    @property
+    def is_residual(self) -> bool:
+        return self.skip_kind != "concat"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "stream": self.stream, "step": self.step, "skip": self.skip_kind,
+            "join": self.join_kind, "join_op": self.join_op, "module": self.module,
+            "branch_modules": list(self.branch_modules), "fork_node": self.fork,
+            "join_node": self.join, "skip_nodes": list(self.skip), "branch_nodes": list(self.branch),
+        }
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An ordered chain of residual blocks: each join's output feeds the next block's skip."""
+
+    id: int
+    blocks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Found:
+    join: int
+    fork: int
+    skip_operand: int
+    branch_operand: int
+    skip: tuple[int, ...]
+    branch: tuple[int, ...]
+    skip_kind: str
+
+
+def find_blocks(graph: Graph) -> list[Block]:
+    """Every residual join and concat skip of ``graph``, in execution order of their joins.
+
+    Torch-free and name-free: only the data flow of the recorded ops is used. A join is an
+    add whose two operands both carry data, where one operand reaches back (through view-like
+    ops, or through a short shape-changing projection) to a fork from which the other operand
+    is computed by a path holding parametric ops.
+    """
+    flow = Dataflow(graph)
+    found: list[_Found] = []
+    for node in graph.nodes:
+        kind = flow.kind[node.id]
+        if kind == ADD and len(set(flow.inputs[node.id])) == 2:
+            hit = _residual(flow, node.id)
+        elif kind == CAT and len(set(flow.inputs[node.id])) >= 2:
+            hit = _concat(flow, node.id)
+        else:
+            continue
+        if hit is not None:
+            found.append(hit)
+    order = _stream_order(flow, [f for f in found if f.skip_kind != "concat"])
+    names = _unique([block_name(graph, flow, f.join, f.branch, f.branch_operand) for f in found])
+    return [_block(graph, flow, f, name, order.get(f.join)) for f, name in zip(found, names)]
+
+
+def streams(blocks: list[Block]) -> list[Stream]:
+    """The residual streams that ``blocks`` lie on, each with its blocks in step order."""
+    by_stream: dict[int, list[Block]] = {}
+    for b in blocks:
+        if b.stream is not None:
+            by_stream.setdefault(b.stream, []).append(b)
+    return [Stream(sid, tuple(b.name for b in sorted(bs, key=lambda b: b.step or 0)))
+            for sid, bs in sorted(by_stream.items())]
+
+
+def _residual(flow: Dataflow, join: int) -> _Found | None:
+    a, b = flow.inputs[join][:2]
+    for skip_side, branch_side in ((a, b), (b, a)):
+        chain = flow.view_chain(skip_side)
+        for k, fork in enumerate(chain):
+            branch = flow.between(fork, branch_side)
+            if branch is not None and flow.heavy(branch):
+                return _Found(join, fork, skip_side, branch_side, tuple(sorted(chain[:k])),
+                              tuple(sorted(branch)), "identity")
+    for skip_side, branch_side in ((a, b), (b, a)):
+        hit = _projection(flow, join, skip_side, branch_side)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _projection(flow: Dataflow, join: int, skip_side: int, branch_side: int) -> _Found | None:
+    """A short, shape-changing, parametric shortcut next to a strictly heavier branch."""
+    shapes = flow.graph.nodes
+    path = flow.view_chain(skip_side)
+    for fork in flow.projection_chain(path[-1]):
+        branch = flow.between(fork, branch_side)
+        if branch is None:
+            path.append(fork)
+            continue
+        skip = path
+        if (flow.heavy(skip) and shapes[fork].shape != shapes[skip_side].shape
+                and flow.heavy(branch) > flow.heavy(skip)):
+            return _Found(join, fork, skip_side, branch_side, tuple(sorted(skip)),
+                          tuple(sorted(branch)), "projection")
+        return None
+    return None
+
+
+def _concat(flow: Dataflow, join: int) -> _Found | None:
+    """A concatenation of a tensor with something computed from it (DenseNet, U-Net)."""
+    ins = list(dict.fromkeys(flow.inputs[join]))
+    latest = max(ins)
+    for s in sorted(ins):
+        if s == latest:
+            continue
+        chain = flow.view_chain(s)
+        for k, fork in enumerate(chain):
+            branch = flow.between(fork, latest)
+            if branch is not None and flow.heavy(branch):
+                return _Found(join, fork, s, latest, tuple(sorted(chain[:k])),
+                              tuple(sorted(branch)), "concat")
+    return None
+
+
+def _join_kind(flow: Dataflow, f: _Found) -> str:
+    if f.skip_kind == "concat":
+        return "concat"
+    consts = flow.graph.nodes[f.join].consts
+    scaled = any(c != 1.0 for c in consts) or any(flow.kind[i] == SCALE for i in f.skip)
+    cur = f.branch_operand
+    while True:
+        if flow.kind[cur] == SCALE:
+            if flow.unary(cur) is None:
+                return "gated"
+            scaled = True
+        elif flow.kind[cur] != IDENTITY or flow.unary(cur) is None:
+            break
+        up = flow.unary(cur)
+        if up is None or up == f.fork:
+            break
+        cur = up
+    return "scaled" if scaled else "add"
+
+
+def _stream_order(flow: Dataflow, found: list[_Found]) -> dict[int, tuple[int, int]]:
+    """Map join id -> (stream id, step) by following each join's output to the next fork."""
+    by_fork: dict[int, _Found] = {}
+    for f in found:
+        by_fork.setdefault(f.fork, f)
+    nxt: dict[int, int] = {}
+    has_prev: set[int] = set()
+    for f in found:
+        fork = flow.next_in_trunk(f.join, set(by_fork) - {f.fork})
+        if fork is not None and by_fork[fork].join not in has_prev:
+            nxt[f.join] = by_fork[fork].join
+            has_prev.add(by_fork[fork].join)
+    order: dict[int, tuple[int, int]] = {}
+    for f in found:
+        if f.join in has_prev:
+            continue
+        sid, step, cur = len({s for s, _ in order.values()}), 1, f.join
+        while cur is not None and cur not in order:
+            order[cur] = (sid, step)
+            step += 1
+            cur = nxt.get(cur)
+    return order
+
+
+def _unique(names: list[str]) -> list[str]:
+    total = Counter(names)
+    seen: Counter[str] = Counter()
+    out = []
+    for n in names:
+        seen[n] += 1
+        out.append(f"{n}#{seen[n]}" if total[n] > 1 else n)
+    return out
+
+
+def _block(graph: Graph, flow: Dataflow, f: _Found, name: str,
+           place: tuple[int, int] | None) -> Block:
+    modules = tuple(dict.fromkeys(graph.nodes[i].module for i in f.branch if graph.nodes[i].module))
+    return Block(
+        name=name, join=f.join, fork=f.fork, skip_operand=f.skip_operand,
+        branch_operand=f.branch_operand, skip=f.skip, branch=f.branch, skip_kind=f.skip_kind,
+        join_kind=_join_kind(flow, f), join_op=graph.nodes[f.join].op,
+        module=graph.nodes[f.join].module, branch_modules=modules,
+        stream=None if place is None else place[0], step=None if place is None else place[1],
+    )

@@ -1,0 +1,69 @@
+"""Inputs: the positional and keyword arguments of one forward call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import InputsError
+
+__all__ = ["Inputs", "parse_shape"]
+
+_DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "float16": torch.float16,
+    "half": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
+    "bool": torch.bool, "uint8": torch.uint8,
+}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Arguments for one call ``model(*args, **kwargs)``."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: Any) -> Inputs:
+        """Normalise a tensor, a tuple/list of args, a dict of kwargs or an ``Inputs``."""
+        if isinstance(value, Inputs):
+            return value
+        if isinstance(value, torch.Tensor):
+            return cls((value,), {})
+        if isinstance(value, (tuple, list)):
+            return cls(tuple(value), {})
+        if isinstance(value, Mapping):
+            if not all(isinstance(k, str) for k in value):
+                raise InputsError("keyword inputs need string keys; pass a dict like {'input_ids': ...}")
+            return cls((), dict(value))
+        raise InputsError(
+            f"cannot use {type(value).__name__} as model inputs; pass a tensor, a tuple of "
+            "arguments, a dict of keyword arguments or resprobe.Inputs(args, kwargs)"
+        )
+
+    def named(self) -> list[tuple[str, Any]]:
+        """Each argument with a display name: its position or its keyword."""
+        return [(str(i), a) for i, a in enumerate(self.args)] + list(self.kwargs.items())
+
+
+def parse_shape(text: str) -> torch.Tensor:
+    """Build a random example tensor from ``'1x3x32x32'`` or ``'1x16:int64'``."""
+    spec, _, dtype_name = text.partition(":")
+    try:
+        shape = tuple(int(p) for p in spec.lower().split("x"))
+    except ValueError:
+        raise InputsError(f"bad input shape {text!r}; write it like 1x3x224x224 or 1x16:int64") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise InputsError(f"bad input shape {text!r}; every dimension must be a positive integer")
+    dtype = _DTYPES.get(dtype_name or "float32")
+    if dtype is None:
+        raise InputsError(f"unknown dtype {dtype_name!r} in {text!r}; use one of {', '.join(sorted(_DTYPES))}")
+    if dtype.is_floating_point:
+        return torch.randn(shape, dtype=dtype)
+    if dtype == torch.bool:
+        return torch.ones(shape, dtype=dtype)
+    return torch.randint(0, 2, shape, dtype=dtype)
