@@ -1,5 +1,6 @@
 """resprobe: find every residual block in a PyTorch model and measure it as a refinement step."""
 
+from .blocks import Block, Stream, find_blocks, streams
 from .capture import capture
 from .errors import (
     AnalysisError,
@@ -12,20 +13,29 @@ from .errors import (
 )
 from .graph import Graph, Node
 from .inputs import Inputs
-
-__version__ = "0.1.0"
+from .load import Loaded, load
+from ._version import __version__
+from .verify import BlockCheck, verify_blocks
 
 __all__ = [
     "AnalysisError",
+    "Block",
+    "BlockCheck",
     "CaptureError",
     "Graph",
     "Inputs",
     "InputsError",
+    "Loaded",
     "Node",
     "ResprobeError",
     "SourceError",
+    "Stream",
     "UsageError",
     "VerificationError",
     "__version__",
     "capture",
+    "find_blocks",
+    "load",
+    "streams",
+    "verify_blocks",
 ]

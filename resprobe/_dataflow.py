@@ -114,6 +114,28 @@ class Dataflow:
                     stack.append(c)
         return inside
 
+    def feeds_weights(self, fork: int, end: int, within: set[int] | None = None) -> bool:
+        """Whether a parametric op computed from ``fork`` alone (plus constants) runs by ``end``.
+
+        A residual stream enters its branch this way (``norm(x)``, ``conv(x)``); a side input
+        such as an attention mask only ever meets other data (``scores + mask``), so it can be
+        an ancestor of a later branch without being a fork. ``within`` limits the search.
+        """
+        pure = {fork}
+        heap = list(self.consumers[fork])
+        heapq.heapify(heap)
+        while heap:
+            i = heapq.heappop(heap)
+            if i > end or i in pure or (within is not None and i not in within):
+                continue
+            if all(j in pure for j in self.inputs[i]):
+                if self.parametric[i]:
+                    return True
+                pure.add(i)
+                for c in self.consumers[i]:
+                    heapq.heappush(heap, c)
+        return False
+
     def heavy(self, nodes: Iterable[int]) -> int:
         """How many parametric (weighted or contracting) ops ``nodes`` hold."""
         return sum(1 for i in nodes if self.parametric[i])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ._dataflow import Dataflow
-from ._opclass import CAT, IDENTITY
+from ._opclass import CAT, IDENTITY, SCALE
 from .graph import Graph
 
 __all__ = ["block_name"]
@@ -32,9 +32,10 @@ def _core(flow: Dataflow, branch: tuple[int, ...], end: int) -> list[int]:
     """The branch without trailing views, dropouts and scales (LayerScale, ``γ·f(x)``)."""
     tail = set()
     cur: int | None = end
-    while cur is not None and cur in branch and (flow.kind[cur] == IDENTITY or flow.is_scale(cur)):
+    while cur is not None and cur in branch and flow.kind[cur] in (IDENTITY, SCALE):
         tail.add(cur)
-        cur = flow.unary(cur)
+        ins = [i for i in flow.inputs[cur] if i in branch]  # a gate's other input is outside
+        cur = ins[0] if len(set(ins)) == 1 else None
     core = [i for i in branch if i not in tail]
     return core or list(branch)
 
@@ -57,5 +58,5 @@ def block_name(graph: Graph, flow: Dataflow, join: int, branch: tuple[int, ...],
         start = min(groups[best])
         rest_before = all(i < start for c, ids in groups.items() if c != best for i in ids)
         if weights[best] and 2 * weights[best] > sum(flow.weight[i] for i in core) and rest_before:
-            return f"{owner}.{best}" if owner else best
+            return _common([nodes[i].module for i in groups[best]])
     return owner or nodes[join].name

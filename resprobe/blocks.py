@@ -111,8 +111,8 @@ def _residual(flow: Dataflow, join: int) -> _Found | None:
     for skip_side, branch_side in ((a, b), (b, a)):
         chain = flow.view_chain(skip_side)
         for k, fork in enumerate(chain):
-            branch = flow.between(fork, branch_side)
-            if branch is not None and flow.heavy(branch):
+            branch = _branch(flow, fork, branch_side)
+            if branch is not None:
                 return _Found(join, fork, skip_side, branch_side, tuple(sorted(chain[:k])),
                               tuple(sorted(branch)), "identity")
     for skip_side, branch_side in ((a, b), (b, a)):
@@ -122,12 +122,22 @@ def _residual(flow: Dataflow, join: int) -> _Found | None:
     return None
 
 
+def _branch(flow: Dataflow, fork: int, end: int) -> set[int] | None:
+    """The branch from ``fork`` to ``end`` if ``fork`` is where a weighted branch starts."""
+    if not flow.feeds_weights(fork, end):
+        return None
+    branch = flow.between(fork, end)
+    if branch is None or not flow.feeds_weights(fork, end, within=branch):
+        return None
+    return branch
+
+
 def _projection(flow: Dataflow, join: int, skip_side: int, branch_side: int) -> _Found | None:
     """A short, shape-changing, parametric shortcut next to a strictly heavier branch."""
     shapes = flow.graph.nodes
     path = flow.view_chain(skip_side)
     for fork in flow.projection_chain(path[-1]):
-        branch = flow.between(fork, branch_side)
+        branch = _branch(flow, fork, branch_side)
         if branch is None:
             path.append(fork)
             continue
@@ -149,8 +159,8 @@ def _concat(flow: Dataflow, join: int) -> _Found | None:
             continue
         chain = flow.view_chain(s)
         for k, fork in enumerate(chain):
-            branch = flow.between(fork, latest)
-            if branch is not None and flow.heavy(branch):
+            branch = _branch(flow, fork, latest)
+            if branch is not None:
                 return _Found(join, fork, s, latest, tuple(sorted(chain[:k])),
                               tuple(sorted(branch)), "concat")
     return None
@@ -212,7 +222,8 @@ def _unique(names: list[str]) -> list[str]:
 
 def _block(graph: Graph, flow: Dataflow, f: _Found, name: str,
            place: tuple[int, int] | None) -> Block:
-    modules = tuple(dict.fromkeys(graph.nodes[i].module for i in f.branch if graph.nodes[i].module))
+    seen = list(dict.fromkeys(graph.nodes[i].module for i in f.branch if graph.nodes[i].module))
+    modules = tuple(m for m in seen if not any(o.startswith(m + ".") for o in seen))
     return Block(
         name=name, join=f.join, fork=f.fork, skip_operand=f.skip_operand,
         branch_operand=f.branch_operand, skip=f.skip, branch=f.branch, skip_kind=f.skip_kind,

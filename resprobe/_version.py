@@ -1,0 +1,3 @@
+"""The resprobe version."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Bundled example models: a small residual network for 8x8 digit images."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DigitsResNet", "digits_resnet"]
+
+
+class _Block(nn.Module):
+    """A post-activation basic block ``relu(skip(x) + f(x))``; a 1x1 projection when shapes change."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + self.shortcut(x))
+
+
+class DigitsResNet(nn.Module):
+    """A residual CNN for 1x8x8 digit images: stem, two stages of basic blocks, linear head."""
+
+    def __init__(self, width: int = 16, blocks: tuple[int, ...] = (3, 3), classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        layers: list[nn.Module] = []
+        cin = width
+        for i, n in enumerate(blocks):
+            cout = width * 2**i
+            for j in range(n):
+                layers.append(_Block(cin, cout, 2 if (i > 0 and j == 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.layers(self.stem(x)).mean(dim=(2, 3)))
+
+
+def digits_resnet() -> tuple[nn.Module, Tensor]:
+    """The bundled example: a ``DigitsResNet`` and a batch of four random 8x8 images."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return DigitsResNet().eval(), torch.rand(4, 1, 8, 8)
