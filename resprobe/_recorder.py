@@ -130,6 +130,8 @@ class Recorder(TorchFunctionMode):
                     shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""))
         self.nodes.append(node)
         self._bind(t, node.id)
+        if self.watcher is not None:
+            self.watcher.after(node, t)
         return node.id
 
     # -- module scopes ------------------------------------------------------------------

@@ -63,7 +63,7 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = F
     recorder = Recorder(params, buffers, watcher)
     start = time.perf_counter()
     with ExitStack() as stack:
-        notes += stack.enter_context(_preserved(model, train))
+        restored = stack.enter_context(_preserved(model, train))
         modules = stack.enter_context(module_scopes(model, recorder))
         stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model, inp)))
         stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
@@ -73,7 +73,7 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = F
             i for i in (recorder.producer(t) for t in _output_tensors(out)) if i is not None))
         del out
     seconds = time.perf_counter() - start
-    notes += _value_read_notes(recorder)
+    notes += restored + _value_read_notes(recorder)
     return Graph(
         nodes=tuple(recorder.nodes), inputs=tuple(n.id for n in recorder.nodes if n.is_input),
         outputs=outputs, model=type(model).__name__, modules=modules, notes=tuple(notes),
@@ -147,7 +147,7 @@ def _output_tensors(out: Any) -> list[Tensor]:
 def _preserved(model: nn.Module, train: bool) -> Iterator[list[str]]:
     """Eval mode (unless ``train``) for the run; afterwards training flags and buffers as found."""
     flags = [(m, m.training) for m in model.modules()]
-    saved = [(n, b, b._version, b.detach().clone()) for n, b in model.named_buffers()
+    saved = [(n, b, b.detach().clone()) for n, b in model.named_buffers()
              if not b.is_meta and not b.is_inference()]
     notes: list[str] = []
     if model.training and not train:
@@ -159,8 +159,8 @@ def _preserved(model: nn.Module, train: bool) -> Iterator[list[str]]:
         for m, flag in flags:
             m.training = flag
         with torch.no_grad():
-            for name, buf, version, copy in saved:
-                if buf._version != version:
+            for name, buf, copy in saved:  # kernels such as batch_norm write without a version bump
+                if not torch.equal(buf, copy):
                     buf.copy_(copy)
                     notes.append(f"the forward pass changed buffer {name!r}; it was restored")
 

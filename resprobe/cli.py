@@ -75,11 +75,12 @@ def blocks(source: str, as_json: bool, shapes: tuple[str, ...], verify: bool, se
     import torch
 
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    say(f"loading {source}")
-    loaded = load(source)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        inputs = Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else loaded.inputs
+        given = Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else None
+    say(f"loading {source}")
+    loaded = load(source)
+    inputs = given or loaded.inputs
     if inputs is None:
         raise InputsError(f"{source} supplied no example inputs; pass --input-shape, "
                           "e.g. --input-shape 1x3x224x224")

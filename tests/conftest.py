@@ -1,0 +1,10 @@
+"""Shared fixtures: the tiny zoo is importable as ``zoo`` from every test module."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,96 @@
+"""The click CLI: output, JSON, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from resprobe.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_blocks_on_the_bundled_example() -> None:
+    code, out, err = run("blocks")
+    assert code == 0, err
+    assert "6 residual block(s) on 1 stream(s)" in out and "verified 6/6" in out
+    assert "layers.3  projection" in out
+    assert "capturing one forward pass" in err
+
+
+def test_blocks_json() -> None:
+    code, out, _ = run("blocks", "--json", "-q")
+    assert code == 0
+    data = json.loads(out)
+    assert [d["step"] for d in data] == [1, 2, 3, 4, 5, 6]
+    assert {d["skip"] for d in data} == {"identity", "projection"}
+    assert all(d["verified"] is True and d["stream"] == 0 for d in data)
+    assert data[0]["branch_modules"] == ["layers.0.conv1", "layers.0.bn1", "layers.0.conv2",
+                                         "layers.0.bn2"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.f = nn.Linear(4, 4)\n"
+        "    def forward(self, x):\n"
+        "        return x + self.f(x)\n"
+        "def bare():\n    return M()\n"
+        "def boom():\n    raise ValueError('no config')\n"
+        "def wrong():\n    return 42\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_source_from_the_current_directory_with_input_shape(project: Path) -> None:
+    code, out, err = run("blocks", "mymodels:bare", "--input-shape", "2x4", "-q")
+    assert code == 0, err
+    assert "1 residual block(s)" in out and "\n0       1     f  " in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["mymodels:bare"], "supplied no example inputs; pass --input-shape"),
+    (["mymodels:boom"], "calling mymodels:boom() failed: ValueError: no config"),
+    (["mymodels:wrong"], "returned int; it must return an nn.Module"),
+    (["mymodels:missing"], "has no attribute 'missing'"),
+    (["nosuchpkg.models:build"], "cannot import 'nosuchpkg.models'"),
+    (["model.pt"], "write it as package.module:callable"),
+    (["mymodels:bare", "--input-shape", "2xfour"], "bad input shape '2xfour'"),
+    (["mymodels:bare", "--input-shape", "2x4:complex7"], "unknown dtype 'complex7'"),
+])
+def test_bad_input_is_one_line_and_exit_2(project: Path, args: list[str], message: str) -> None:
+    code, out, err = run("blocks", *args, "-q")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_analysis_failure_is_exit_1_and_debug_shows_the_traceback(project: Path) -> None:
+    code, _, err = run("blocks", "mymodels:bare", "--input-shape", "2x5", "-q")
+    assert code == 1
+    assert "failed in module 'f' at torch.nn.functional.linear" in err
+    assert "Traceback" not in err and "--debug" in err
+    code, _, err = run("--debug", "blocks", "mymodels:bare", "--input-shape", "2x5", "-q")
+    assert code == 1 and "Traceback" in err
+
+
+def test_python_dash_m_and_help() -> None:
+    done = subprocess.run([sys.executable, "-m", "resprobe", "blocks", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert "package.module:callable" in done.stdout and "--input-shape" in done.stdout
+    code, out, _ = run("--version")
+    assert code == 0 and "resprobe" in out
