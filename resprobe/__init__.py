@@ -1,5 +1,6 @@
 """resprobe: find every residual block in a PyTorch model and measure it as a refinement step."""
 
+from ._version import __version__
 from .blocks import Block, Stream, find_blocks, streams
 from .capture import capture
 from .errors import (
@@ -14,7 +15,6 @@ from .errors import (
 from .graph import Graph, Node
 from .inputs import Inputs
 from .load import Loaded, load
-from ._version import __version__
 from .verify import BlockCheck, verify_blocks
 
 __all__ = [

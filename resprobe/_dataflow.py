@@ -75,7 +75,7 @@ class Dataflow:
 
     def projection_chain(self, start: int) -> list[int]:
         """Up to a few single-input ops above ``start`` (a candidate projection shortcut)."""
-        chain = []
+        chain: list[int] = []
         cur = start
         while len(chain) < _MAX_PROJECTION:
             up = self.unary(cur)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -16,10 +17,6 @@ from .graph import Node
 
 __all__ = ["Recorder", "Watcher", "gather_tensors", "module_scopes"]
 
-_INPLACE_DUNDERS = frozenset({
-    "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
-    "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__setitem__",
-})
 # Ops whose tensor arguments only lend a shape, dtype or device: no data edge from them.
 _SHAPE_ONLY = frozenset({
     "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
@@ -33,6 +30,18 @@ _VALUE_READS = frozenset({
     "is_nonzero", "equal", "allclose",
 })
 _TRUE_BY_DEFAULT = frozenset({"equal", "allclose"})
+# Reads of tensor metadata (never data): answered at once, never recorded.
+_METADATA = frozenset(
+    [getattr(Tensor, name) for name in (
+        "size", "dim", "numel", "stride", "is_floating_point", "is_complex", "is_contiguous",
+        "element_size", "get_device", "storage_offset", "__len__", "nelement", "ndimension",
+    )]
+    + [getattr(Tensor, name).__get__ for name in (
+        "shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "is_meta", "layout",
+        "is_sparse", "is_quantized",
+    )]
+)
+_NUMBER = (int, float)
 
 
 class Watcher(Protocol):
@@ -41,7 +50,7 @@ class Watcher(Protocol):
     def before(self, next_id: int, op: str, tensors: list[Tensor],
                producers: list[int | None]) -> None: ...
 
-    def after(self, node: Node, output: Tensor) -> None: ...
+    def after(self, node_id: int, output: Tensor) -> None: ...
 
 
 def gather_tensors(values: Iterable[Any], acc: list[Tensor]) -> list[Tensor]:
@@ -49,23 +58,29 @@ def gather_tensors(values: Iterable[Any], acc: list[Tensor]) -> list[Tensor]:
     for v in values:
         if isinstance(v, Tensor):
             acc.append(v)
-        elif isinstance(v, (list, tuple)) and not isinstance(v, torch.Size):
+        elif type(v) is list or type(v) is tuple:
             gather_tensors(v, acc)
     return acc
 
 
-def _op_name(func: Callable[..., Any]) -> str:
+_NAMES: dict[Any, tuple[str, str]] = {}  # a memo: resolve_name is slow (~0.5 ms a call)
+
+
+def _op_names(func: Callable[..., Any]) -> tuple[str, str]:
+    """The recorded op name (``'Tensor.add_'``, ``'torch.nn.functional.conv2d'``) and a short one."""
+    try:
+        return _NAMES[func]
+    except (KeyError, TypeError):
+        pass
     name = resolve_name(func) or getattr(func, "__qualname__", None) or repr(func)
     if name.endswith(".__get__"):
         name = name[: -len(".__get__")]
-    return name[len("torch."):] if name.startswith("torch.Tensor.") else name
-
-
-def _short(func: Callable[..., Any]) -> str:
-    name = getattr(func, "__name__", "op")
-    if name == "__get__":
-        name = _op_name(func).rsplit(".", 1)[-1]
-    return name.strip("_") or "op"
+    if name.startswith("torch.Tensor."):
+        name = name[len("torch."):]
+    names = (name, name.rsplit(".", 1)[-1].strip("_") or "op")
+    with contextlib.suppress(TypeError):  # an unhashable callable is simply not remembered
+        _NAMES[func] = names
+    return names
 
 
 def _version(t: Tensor) -> int:
@@ -94,21 +109,27 @@ def _placeholder(name: str, tensors: list[Tensor], producer_op: str | None) -> A
 
 
 class Recorder(TorchFunctionMode):
-    """Records every torch op of a forward pass as a ``Node``; holds tensors only by weak reference."""
+    """Records every torch op of a forward pass; holds tensors only by weak reference.
+
+    The hot path appends plain tuples; ``nodes()`` turns them into ``Node``s afterwards.
+    """
 
     def __init__(self, params: dict[int, str], buffers: dict[int, str], watcher: Watcher | None = None):
         super().__init__()
-        self.nodes: list[Node] = []
         self.params = params
         self.buffers = buffers
         self.watcher = watcher
         self.scope: list[tuple[str, int]] = [("", 0)]
-        self.calls: Counter[str] = Counter()
+        self.calls: dict[str, int] = {}
         self.value_reads: Counter[tuple[str, str]] = Counter()
-        self._producer: dict[int, tuple[int, weakref.ref[Tensor]]] = {}
-        self._names: Counter[str] = Counter()
-        self._ops: dict[Any, tuple[str, str]] = {}
         self.failure: tuple[str, str] | None = None
+        self._raw: list[tuple[Any, ...]] = []
+        # id(tensor) -> (node id, weak reference, version counter when it was recorded)
+        self._producer: dict[int, tuple[int, weakref.ref[Tensor], int]] = {}
+        self._dtypes: dict[torch.dtype, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
     # -- tensor bookkeeping -------------------------------------------------------------
     def producer(self, t: Tensor) -> int | None:
@@ -117,119 +138,192 @@ class Recorder(TorchFunctionMode):
             return entry[0]
         return None
 
-    def _bind(self, t: Tensor, node_id: int) -> None:
-        self._producer[id(t)] = (node_id, weakref.ref(t))
-
-    def _unique(self, base: str) -> str:
-        k = self._names[base]
-        self._names[base] = k + 1
-        return base if k == 0 else f"{base}_{k}"
-
     def add_input(self, name: str, t: Tensor) -> int:
-        node = Node(id=len(self.nodes), name=self._unique(f"input.{name}"), op="input", module="",
-                    shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""))
-        self.nodes.append(node)
-        self._bind(t, node.id)
+        nid = len(self._raw)
+        self._raw.append(("input", f"input.{name}", "", 0, (), (), (), (), t.shape, t.dtype, False))
+        self._producer[id(t)] = (nid, weakref.ref(t), _version(t))
         if self.watcher is not None:
-            self.watcher.after(node, t)
-        return node.id
+            self.watcher.after(nid, t)
+        return nid
+
+    def nodes(self) -> list[Node]:
+        """The recorded ops as ``Node``s with unique dotted names."""
+        seen: dict[str, int] = {}
+        out = []
+        for nid, (op, short, path, call, inputs, params, buffers, consts, shape, dtype,
+                  inplace) in enumerate(self._raw):
+            base = short if op == "input" or not path else f"{path}.{short}"
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            dname = self._dtypes.get(dtype) or self._dtypes.setdefault(
+                dtype, str(dtype).replace("torch.", ""))
+            out.append(Node(nid, base if k == 0 else f"{base}_{k}", op, path, call, inputs,
+                            tuple(shape), dname, params, buffers, consts, inplace))
+        return out
 
     # -- module scopes ------------------------------------------------------------------
     def enter(self, path: str) -> None:
-        self.scope.append((path, self.calls[path]))
-        self.calls[path] += 1
+        k = self.calls.get(path, 0)
+        self.calls[path] = k + 1
+        self.scope.append((path, k))
 
     def leave(self) -> None:
         if len(self.scope) > 1:
             self.scope.pop()
 
-    # -- the interception ---------------------------------------------------------------
+    # -- the interception (hot path: keep it lean) ---------------------------------------
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if kwargs is None:
-            kwargs = {}
-        tensors = gather_tensors(args, [])
+        if func in _METADATA:
+            return func(*args, **(kwargs or {}))
+        tensors: list[Tensor] = []
+        consts: list[float] = []
+        for a in args:
+            if isinstance(a, Tensor):
+                tensors.append(a)
+            elif type(a) is float or type(a) is int:
+                consts.append(a)
+            elif type(a) is list or type(a) is tuple:
+                gather_tensors(a, tensors)
         if kwargs:
             gather_tensors(kwargs.values(), tensors)
-        versions = [_version(t) for t in tensors]
+        else:
+            kwargs = {}
         if self.watcher is not None:
-            op = (self._ops.get(func) or self._ops.setdefault(func, (_op_name(func), _short(func))))[0]
-            self.watcher.before(len(self.nodes), op, tensors, [self.producer(t) for t in tensors])
+            self._before(func, tensors)
         try:
             out = func(*args, **kwargs)
         except (RuntimeError, NotImplementedError):
-            name = getattr(func, "__name__", "")
-            if name in _VALUE_READS and any(t.is_meta for t in tensors):
-                return self._meta_read(name, tensors)
-            self.failure = (self.scope[-1][0], _op_name(func))
-            raise
-        outs = [out] if isinstance(out, Tensor) else (
-            gather_tensors(out, []) if isinstance(out, (tuple, list)) else [])
-        mutated = [t for t, v in zip(tensors, versions) if v >= 0 and _version(t) != v]
-        if not mutated and (not outs or all(any(o is t for t in tensors) for o in outs)):
-            return out  # no tensor made (sizes, value reads) or a pass-through (x.contiguous())
-        self._record(func, args, kwargs, tensors, outs, mutated)
+            return self._failed(func, tensors)
+        if isinstance(out, Tensor):
+            outs = [out]
+        elif isinstance(out, (tuple, list)):
+            outs = gather_tensors(out, [])
+        else:
+            outs = []
+        for o in outs:  # the usual case: every output is a new tensor, nothing was written
+            for t in tensors:
+                if o is t:
+                    break
+            else:
+                continue
+            break
+        else:
+            if outs:
+                self._record(func, consts, kwargs, tensors, outs, [])
+                return out
+        # An input came back, or no tensor did: a pass-through, a value read, or a write.
+        mutated = [t for t in tensors if self._written(t)]
+        if mutated or any(all(o is not t for t in tensors) for o in outs):
+            self._record(func, consts, kwargs, tensors, outs, mutated)
         return out
 
-    def _meta_read(self, name: str, tensors: list[Tensor]) -> Any:
-        src = self.producer(tensors[0])
-        self.value_reads[(name, self.scope[-1][0])] += 1
-        return _placeholder(name, tensors, None if src is None else self.nodes[src].op)
+    def _written(self, t: Tensor) -> bool:
+        """Whether ``t`` changed since it was last recorded (its version counter moved)."""
+        entry = self._producer.get(id(t))
+        if entry is None or entry[1]() is not t or entry[2] < 0:
+            return False
+        return _version(t) != entry[2]
 
-    def _record(self, func: Any, args: Any, kwargs: Any, tensors: list[Tensor],
+    def _before(self, func: Any, tensors: list[Tensor]) -> None:
+        assert self.watcher is not None
+        self.watcher.before(len(self._raw), _op_names(func)[0], tensors,
+                            [self.producer(t) for t in tensors])
+
+    def _failed(self, func: Any, tensors: list[Tensor]) -> Any:
+        """Answer a value read on the meta device; otherwise note where it failed and re-raise."""
+        name = getattr(func, "__name__", "")
+        if name in _VALUE_READS and any(t.is_meta for t in tensors):
+            src = self.producer(tensors[0])
+            self.value_reads[(name, self.scope[-1][0])] += 1
+            return _placeholder(name, tensors, None if src is None else self._raw[src][0])
+        self.failure = (self.scope[-1][0], _op_names(func)[0])
+        raise  # noqa: PLE0704 - re-raises the error being handled by the caller
+
+    def _record(self, func: Any, consts: list[float], kwargs: Any, tensors: list[Tensor],
                 outs: list[Tensor], mutated: list[Tensor]) -> None:
-        op, short = self._ops.get(func) or self._ops.setdefault(func, (_op_name(func), _short(func)))
+        op, short = _op_names(func)
         if short in _SHAPE_ONLY:
             tensors = []
         elif short in _FIRST_ONLY:
             tensors = tensors[:1]
-        inputs: list[int] = []
-        params: list[str] = []
-        buffers: list[str] = []
+        inputs = []
+        params = []
+        buffers = []
+        producers = self._producer
         for t in tensors:
-            src = self.producer(t)
-            if src is not None:
-                inputs.append(src)
-            elif id(t) in self.params:
-                params.append(self.params[id(t)])
-            elif id(t) in self.buffers:
-                buffers.append(self.buffers[id(t)])
-        consts = [float(a) for a in args if type(a) in (int, float)]
-        consts += [float(v) for v in kwargs.values() if type(v) in (int, float)]
-        results = mutated + [o for o in outs if not any(o is m for m in mutated)]
+            key = id(t)
+            entry = producers.get(key)
+            if entry is not None and entry[1]() is t:
+                inputs.append(entry[0])
+            else:
+                name = self.params.get(key)
+                if name is not None:
+                    params.append(name)
+                elif key in self.buffers:
+                    buffers.append(self.buffers[key])
+        if kwargs:
+            consts += [v for v in kwargs.values() if type(v) is float or type(v) is int]
+        results = mutated + [o for o in outs if all(o is not m for m in mutated)] if mutated else outs
         first = results[0]
+        nid = len(self._raw)
         path, call = self.scope[-1]
-        node = Node(
-            id=len(self.nodes), name=self._unique(f"{path}.{short}" if path else short), op=op,
-            module=path, call=call, inputs=tuple(inputs), shape=tuple(first.shape),
-            dtype=str(first.dtype).replace("torch.", ""), params=tuple(dict.fromkeys(params)),
-            buffers=tuple(dict.fromkeys(buffers)), consts=tuple(consts), inplace=bool(mutated),
-        )
-        self.nodes.append(node)
-        for t in results:
-            self._bind(t, node.id)
-            base = t._base
-            if base is not None and any(t is m for m in mutated):
-                self._bind(base, node.id)  # writing through a view changes its base too
+        self._raw.append((op, short, path, call, tuple(inputs),
+                          tuple(dict.fromkeys(params)) if params else (),
+                          tuple(dict.fromkeys(buffers)) if buffers else (),
+                          tuple(consts), first.shape, first.dtype, bool(mutated)))
+        if mutated:
+            for t in results:
+                producers[id(t)] = (nid, weakref.ref(t), _version(t))
+            for t in mutated:
+                base = t._base
+                if base is not None:  # writing through a view changes its base too
+                    producers[id(base)] = (nid, weakref.ref(base), _version(base))
+        else:
+            try:
+                for t in results:
+                    producers[id(t)] = (nid, weakref.ref(t), t._version)
+            except RuntimeError:  # an inference tensor: no version counter
+                for t in results:
+                    producers[id(t)] = (nid, weakref.ref(t), _version(t))
         if self.watcher is not None:
-            self.watcher.after(node, first)
+            self.watcher.after(nid, first)
 
 
 @contextmanager
-def module_scopes(root: nn.Module, recorder: Recorder) -> Iterator[dict[str, str]]:
-    """Hooks on every submodule that tell the recorder which module call is running."""
-    paths: dict[str, str] = {}
-    with ExitStack() as stack:
-        for path, module in root.named_modules():
-            paths[path] = type(module).__name__
-            if not path:
+def module_scopes(modules: dict[str, nn.Module], recorder: Recorder) -> Iterator[None]:
+    """Tell the recorder which module call is running, for the modules in ``modules``.
+
+    Each module's ``forward`` is wrapped by an instance attribute for the duration of the
+    ``with`` (so module calls keep torch's fast path, and direct ``self.forward()`` calls are
+    seen too); on exit every instance is restored exactly, including a ``forward`` attribute
+    it already had.
+    """
+    missing = object()
+    saved: list[tuple[nn.Module, Any]] = []
+    try:
+        for path, module in modules.items():
+            if not path or isinstance(module, torch.jit.ScriptModule):
                 continue
+            own = module.__dict__.get("forward", missing)
+            module.__dict__["forward"] = _scoped(module.forward, path, recorder)
+            saved.append((module, own))
+        yield
+    finally:
+        for module, own in saved:
+            if own is missing:
+                del module.__dict__["forward"]
+            else:
+                module.__dict__["forward"] = own
 
-            def pre(_m: nn.Module, _a: Any, _p: str = path) -> None:
-                recorder.enter(_p)
 
-            def post(_m: nn.Module, _a: Any, _o: Any) -> None:
-                recorder.leave()
+def _scoped(forward: Callable[..., Any], path: str, recorder: Recorder) -> Callable[..., Any]:
+    enter, leave = recorder.enter, recorder.leave
 
-            stack.callback(module.register_forward_pre_hook(pre).remove)
-            stack.callback(module.register_forward_hook(post, always_call=True).remove)
-        yield paths
+    def scoped_forward(*args: Any, **kwargs: Any) -> Any:
+        enter(path)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            leave()
+
+    return scoped_forward

@@ -199,14 +199,13 @@ def _stream_order(flow: Dataflow, found: list[_Found]) -> dict[int, tuple[int, i
             nxt[f.join] = by_fork[fork].join
             has_prev.add(by_fork[fork].join)
     order: dict[int, tuple[int, int]] = {}
-    for f in found:
-        if f.join in has_prev:
-            continue
-        sid, step, cur = len({s for s, _ in order.values()}), 1, f.join
+    heads = [f.join for f in found if f.join not in has_prev]
+    for sid, head in enumerate(heads):
+        step, cur = 1, head
         while cur is not None and cur not in order:
             order[cur] = (sid, step)
             step += 1
-            cur = nxt.get(cur)
+            cur = nxt.get(cur)  # type: ignore[assignment]
     return order
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 import traceback
@@ -31,7 +32,7 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
             getattr(model, "_orig_mod", None), nn.Module
         ):
             notes.append("unwrapped torch.compile (._orig_mod); recorded the eager model")
-            model = model._orig_mod
+            model = model._orig_mod  # type: ignore[assignment]
         else:
             return model, notes
 
@@ -53,19 +54,18 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = F
     if not isinstance(model, nn.Module):
         raise InputsError(f"expected a torch.nn.Module to capture, got {type(model).__name__}")
     model, notes = unwrap(model)
-    inp = Inputs.of(inputs)
-    inp, moved = _to_meta_if_needed(model, inp)
-    if moved:
-        notes.append("the model has no weights (meta device): inputs were moved to meta")
-    named = list(model.named_parameters())
-    params = {id(p): n for n, p in named}
-    buffers = {id(b): n for n, b in model.named_buffers()}
-    recorder = Recorder(params, buffers, watcher)
+    tree = _Tree(model)
+    tensors: list[Tensor] = list(tree.params.values())
+    inp = _to_meta_if_needed(tensors, Inputs.of(inputs), notes)
+    tensors += gather_tensors(list(inp.args) + list(inp.kwargs.values()), [])
+    recorder = Recorder({id(p): n for n, p in tree.params.items()},
+                        {id(b): n for n, b in tree.buffers.items()}, watcher)
     start = time.perf_counter()
     with ExitStack() as stack:
-        restored = stack.enter_context(_preserved(model, train))
-        modules = stack.enter_context(module_scopes(model, recorder))
-        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model, inp)))
+        restored = stack.enter_context(_preserved(model, tree, train))
+        stack.enter_context(module_scopes(tree.by_path, recorder))
+        cuda = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
+        stack.enter_context(torch.random.fork_rng(devices=cuda))
         stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
         _add_inputs(recorder, model, inp)
         out = _run(model, inp, recorder)
@@ -74,11 +74,12 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = F
         del out
     seconds = time.perf_counter() - start
     notes += restored + _value_read_notes(recorder)
+    nodes = recorder.nodes()
     return Graph(
-        nodes=tuple(recorder.nodes), inputs=tuple(n.id for n in recorder.nodes if n.is_input),
-        outputs=outputs, model=type(model).__name__, modules=modules, notes=tuple(notes),
-        param_sizes={n: p.numel() for n, p in named},
-        device=_device(model, inp), seconds=seconds,
+        nodes=tuple(nodes), inputs=tuple(n.id for n in nodes if n.is_input),
+        outputs=outputs, model=type(model).__name__, modules=tree.classes, notes=tuple(notes),
+        param_sizes={n: p.numel() for n, p in tree.params.items()},
+        device=str(tensors[0].device) if tensors else "cpu", seconds=seconds,
     )
 
 
@@ -121,12 +122,21 @@ def _add_input_value(recorder: Recorder, name: str, value: Any) -> None:
 
 
 def _positional_names(model: nn.Module, count: int) -> list[str]:
+    if not count:
+        return []
+    names = list(_forward_params(model.forward.__func__) if hasattr(model.forward, "__func__")
+                 else _forward_params(model.forward))
+    return (names + [str(i) for i in range(len(names), count)])[:count]
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_params(forward: Any) -> tuple[str, ...]:
     try:
-        ps = list(inspect.signature(model.forward).parameters.values())
+        ps = list(inspect.signature(forward).parameters.values())
     except (TypeError, ValueError):
-        ps = []
+        return ()
     names = [p.name for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return (names + [str(i) for i in range(len(names), count)])[:count] if count else []
+    return tuple(names[1:] if names and names[0] == "self" else names)
 
 
 def _output_tensors(out: Any) -> list[Tensor]:
@@ -143,21 +153,48 @@ def _output_tensors(out: Any) -> list[Tensor]:
     return acc
 
 
+class _Tree:
+    """One walk over the module tree: paths, classes, parameters and buffers by dotted name."""
+
+    def __init__(self, model: nn.Module):
+        self.modules: list[nn.Module] = []
+        self.by_path: dict[str, nn.Module] = {}
+        self.classes: dict[str, str] = {}
+        self.params: dict[str, nn.Parameter] = {}
+        self.buffers: dict[str, Tensor] = {}
+        seen: set[int] = set()
+        for path, module in model.named_modules():
+            self.modules.append(module)
+            self.by_path[path] = module
+            self.classes[path] = type(module).__name__
+            prefix = f"{path}." if path else ""
+            for name, p in module._parameters.items():
+                if p is not None and id(p) not in seen:  # tied weights keep their first name
+                    seen.add(id(p))
+                    self.params[prefix + name] = p
+            for name, b in module._buffers.items():
+                if b is not None and id(b) not in seen:
+                    seen.add(id(b))
+                    self.buffers[prefix + name] = b
+
+
 @contextmanager
-def _preserved(model: nn.Module, train: bool) -> Iterator[list[str]]:
+def _preserved(model: nn.Module, tree: _Tree, train: bool) -> Iterator[list[str]]:
     """Eval mode (unless ``train``) for the run; afterwards training flags and buffers as found."""
-    flags = [(m, m.training) for m in model.modules()]
-    saved = [(n, b, b.detach().clone()) for n, b in model.named_buffers()
+    flags = [(m, m.training) for m in tree.modules]
+    saved = [(n, b, b.detach().clone()) for n, b in tree.buffers.items()
              if not b.is_meta and not b.is_inference()]
     notes: list[str] = []
     if model.training and not train:
         notes.append("recorded in eval mode (the model was in train mode; it is restored)")
     try:
-        model.train(train)
+        if any(flag != train for _, flag in flags):
+            model.train(train)
         yield notes
     finally:
         for m, flag in flags:
-            m.training = flag
+            if m.training != flag:
+                m.training = flag
         with torch.no_grad():
             for name, buf, copy in saved:  # kernels such as batch_norm write without a version bump
                 if not torch.equal(buf, copy):
@@ -165,13 +202,13 @@ def _preserved(model: nn.Module, train: bool) -> Iterator[list[str]]:
                     notes.append(f"the forward pass changed buffer {name!r}; it was restored")
 
 
-def _to_meta_if_needed(model: nn.Module, inp: Inputs) -> tuple[Inputs, bool]:
-    params = list(model.parameters())
+def _to_meta_if_needed(params: list[Tensor], inp: Inputs, notes: list[str]) -> Inputs:
     if not params or not all(p.is_meta for p in params):
-        return inp, False
+        return inp
     found = gather_tensors(list(inp.args) + list(inp.kwargs.values()), [])
     if all(t.is_meta for t in found):
-        return inp, False
+        return inp
+    notes.append("the model has no weights (meta device): inputs were moved to meta")
 
     def meta(v: Any) -> Any:
         if isinstance(v, Tensor):
@@ -182,20 +219,7 @@ def _to_meta_if_needed(model: nn.Module, inp: Inputs) -> tuple[Inputs, bool]:
             return {k: meta(x) for k, x in v.items()}
         return v
 
-    return Inputs(tuple(meta(a) for a in inp.args), {k: meta(v) for k, v in inp.kwargs.items()}), True
-
-
-def _tensors(model: nn.Module, inp: Inputs) -> Iterator[Tensor]:
-    yield from model.parameters()
-    yield from gather_tensors(list(inp.args) + list(inp.kwargs.values()), [])
-
-
-def _cuda_devices(model: nn.Module, inp: Inputs) -> list[int]:
-    return sorted({t.device.index or 0 for t in _tensors(model, inp) if t.is_cuda})
-
-
-def _device(model: nn.Module, inp: Inputs) -> str:
-    return next((str(t.device) for t in _tensors(model, inp)), "cpu")
+    return Inputs(tuple(meta(a) for a in inp.args), {k: meta(v) for k, v in inp.kwargs.items()})
 
 
 def _value_read_notes(recorder: Recorder) -> list[str]:

@@ -74,7 +74,10 @@ def blocks(source: str, as_json: bool, shapes: tuple[str, ...], verify: bool, se
     """
     import torch
 
-    say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         given = Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else None

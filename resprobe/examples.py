@@ -24,7 +24,8 @@ class _Block(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        return torch.relu(out + self.shortcut(x))
+        out = out + self.shortcut(x)
+        return torch.relu(out)
 
 
 class DigitsResNet(nn.Module):
@@ -45,7 +46,8 @@ class DigitsResNet(nn.Module):
         self.head = nn.Linear(cin, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.layers(self.stem(x)).mean(dim=(2, 3)))
+        features: Tensor = self.layers(self.stem(x))
+        return self.head(features.mean(dim=(2, 3)))  # type: ignore[no-any-return]
 
 
 def digits_resnet() -> tuple[nn.Module, Tensor]:

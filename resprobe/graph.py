@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
 __all__ = ["Graph", "Node"]
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One recorded operation (or one model input), in execution order.
+class Node(NamedTuple):
+    """One recorded operation (or one model input), in execution order; immutable.
 
     ``inputs`` are the nodes whose tensors this op read, in argument order (a tensor read
     twice appears twice); parameters and buffers are not nodes and appear by name in

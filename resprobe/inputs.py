@@ -61,7 +61,8 @@ def parse_shape(text: str) -> torch.Tensor:
         raise InputsError(f"bad input shape {text!r}; every dimension must be a positive integer")
     dtype = _DTYPES.get(dtype_name or "float32")
     if dtype is None:
-        raise InputsError(f"unknown dtype {dtype_name!r} in {text!r}; use one of {', '.join(sorted(_DTYPES))}")
+        known = ", ".join(sorted(_DTYPES))
+        raise InputsError(f"unknown dtype {dtype_name!r} in {text!r}; use one of {known}")
     if dtype.is_floating_point:
         return torch.randn(shape, dtype=dtype)
     if dtype == torch.bool:

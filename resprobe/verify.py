@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .blocks import Block
 from .capture import record
 from .errors import VerificationError
-from .graph import Graph, Node
+from .graph import Graph
 
 __all__ = ["BlockCheck", "verify_blocks"]
 
@@ -29,7 +29,8 @@ class BlockCheck:
 
 
 class _Checker:
-    def __init__(self, blocks: list[Block]):
+    def __init__(self, graph: Graph, blocks: list[Block]):
+        self.graph = graph
         self.joins = {b.join: b for b in blocks}
         self.pending: Counter[int] = Counter()
         for b in blocks:
@@ -57,20 +58,20 @@ class _Checker:
             return
         self.operands[block.join] = (s0, b0)
 
-    def after(self, node: Node, output: Tensor) -> None:
-        if node.id in self.operands:
-            block = self.joins[node.id]
-            s0, b0 = self.operands.pop(node.id)
+    def after(self, node_id: int, output: Tensor) -> None:
+        if node_id in self.operands:
+            block = self.joins[node_id]
+            s0, b0 = self.operands.pop(node_id)
             self._release(block)
-            if block.skip_kind == "concat" or any(c != 1.0 for c in node.consts):
+            if block.skip_kind == "concat" or any(c != 1.0 for c in self.graph[node_id].consts):
                 self.checks[block.name] = BlockCheck(block.name, True, 0.0)
             else:
                 err = _diff(output, s0 + b0)
                 ok = err <= _tolerance(output, s0 + b0)
                 self.checks[block.name] = BlockCheck(
                     block.name, ok, err, "" if ok else "join output != skip + branch")
-        if self.pending.get(node.id):
-            self.saved[node.id] = output.detach().clone()
+        if self.pending.get(node_id):
+            self.saved[node_id] = output.detach().clone()
 
     def _release(self, block: Block) -> None:
         for i in (block.skip_operand, block.branch_operand):
@@ -103,7 +104,7 @@ def verify_blocks(model: nn.Module, inputs: Any, graph: Graph, blocks: list[Bloc
     """
     if graph.device == "meta" or not blocks:
         return []
-    checker = _Checker(blocks)
+    checker = _Checker(graph, blocks)
     with torch.no_grad():
         replay = record(model, inputs, watcher=checker)
     if [n.op for n in replay.nodes] != [n.op for n in graph.nodes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import weakref
 from collections import OrderedDict
@@ -38,7 +37,7 @@ def test_nodes_in_execution_order_with_module_paths() -> None:
 
 def test_graph_is_frozen_torch_free_and_converts_to_networkx() -> None:
     graph = capture(zoo.IdentityMLP(), torch.randn(2, zoo.D))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         graph.nodes[0].name = "x"  # type: ignore[misc]
 
     def no_tensors(value: Any) -> bool:
