@@ -1,4 +1,4 @@
-"""The only module that touches torch interception: a scoped TorchFunctionMode plus module hooks."""
+"""The only module that touches torch interception: a scoped TorchFunctionMode and forward wrappers."""
 
 from __future__ import annotations
 
@@ -41,7 +41,10 @@ _METADATA = frozenset(
         "is_sparse", "is_quantized",
     )]
 )
-_NUMBER = (int, float)
+_INPLACE_DUNDERS = frozenset({
+    "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+    "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__setitem__",
+})
 
 
 class Watcher(Protocol):
@@ -88,6 +91,12 @@ def _version(t: Tensor) -> int:
         return int(t._version)
     except RuntimeError:  # inference tensors keep no version counter
         return -1
+
+
+def _writes_self(func: Callable[..., Any]) -> bool:
+    """Whether an op writes into its first argument by its name (``add_``, ``__setitem__``)."""
+    name = getattr(func, "__name__", "")
+    return name in _INPLACE_DUNDERS or (name.endswith("_") and not name.startswith("_"))
 
 
 def _placeholder(name: str, tensors: list[Tensor], producer_op: str | None) -> Any:
@@ -213,6 +222,8 @@ class Recorder(TorchFunctionMode):
                 return out
         # An input came back, or no tensor did: a pass-through, a value read, or a write.
         mutated = [t for t in tensors if self._written(t)]
+        if not mutated and tensors and _writes_self(func) and self.producer(tensors[0]) is None:
+            mutated = tensors[:1]  # a write into state made outside forward (a cache)
         if mutated or any(all(o is not t for t in tensors) for o in outs):
             self._record(func, consts, kwargs, tensors, outs, mutated)
         return out

@@ -39,9 +39,8 @@ class _Group(click.Group):
     def _fail(ctx: click.Context, message: str, code: int) -> None:
         if (ctx.obj or {}).get("debug"):
             traceback.print_exc()
-        click.echo(f"error: {message}", err=True)
-        if not (ctx.obj or {}).get("debug"):
-            click.echo("(run with --debug for the full traceback)", err=True) if code == 1 else None
+        hint = "" if code != 1 or (ctx.obj or {}).get("debug") else " (--debug shows the traceback)"
+        click.echo(f"error: {message}{hint}", err=True)
         ctx.exit(code)
 
 

@@ -182,6 +182,22 @@ def test_state_cached_on_the_module_between_calls() -> None:
     assert second.find("add").inputs == (second.find("lin.linear").id,)
 
 
+def test_writes_into_state_made_outside_forward_are_edges() -> None:
+    class Cache(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.cache = torch.zeros(2, 4)  # plain attribute: neither parameter nor buffer
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.cache[:, :] = self.lin(x)
+            return self.cache * 2
+
+    graph = capture(Cache(), torch.randn(2, 4))
+    assert [graph[i].name for i in graph.find("mul").inputs] == ["setitem"]
+    assert graph.find("setitem").inputs == (graph.find("lin.linear").id,)
+
+
 @pytest.mark.parametrize("wrap", ["dataparallel", "compile"])
 def test_wrappers_are_unwrapped(wrap: str) -> None:
     model = zoo.IdentityMLP()
@@ -240,6 +256,7 @@ def _state(model: nn.Module) -> dict[str, Any]:
         "training": [m.training for m in model.modules()],
         "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks),
                    len(m._forward_hooks_always_called)) for m in model.modules()],
+        "attrs": [sorted(m.__dict__) for m in model.modules()],
     }
 
 
@@ -251,7 +268,8 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
         if g is not None and not torch.equal(g, g2):
             return False
     return (all(torch.equal(v, b["buffers"][k]) for k, v in a["buffers"].items())
-            and a["training"] == b["training"] and a["hooks"] == b["hooks"])
+            and a["training"] == b["training"] and a["hooks"] == b["hooks"]
+            and a["attrs"] == b["attrs"])
 
 
 class Counting(nn.Module):
@@ -292,12 +310,28 @@ def test_model_and_rng_are_left_exactly_as_found(train: bool) -> None:
         assert "dropout" in names(graph)
 
 
-def test_forward_errors_say_where() -> None:
+def test_forward_errors_say_where_and_leave_the_model_alone() -> None:
     model = zoo.IdentityMLP()
+    before = _state(model)
     with pytest.raises(CaptureError, match=r"in module 'f\.0' at torch\.nn\.functional\.linear"):
         capture(model, torch.randn(2, zoo.D + 1))
-    before = _state(model)
-    assert all(h == (0, 0, 0) for h in before["hooks"])
+    assert _same(before, _state(model))
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_a_forward_the_user_set_on_an_instance_is_kept() -> None:
+    model = zoo.IdentityMLP()
+    original = model.f.forward
+    calls: list[int] = []
+
+    def patched(x: Tensor) -> Tensor:
+        calls.append(1)
+        return original(x)
+
+    model.f.forward = patched  # as accelerate-style hooks do
+    graph = capture(model, torch.randn(2, zoo.D))
+    assert model.f.__dict__["forward"] is patched and calls == [1]
+    assert [b.name for b in find_blocks(graph)] == ["f"]
 
 
 def test_bad_arguments() -> None:
