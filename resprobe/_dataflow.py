@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from ._opclass import CONTRACTION, IDENTITY, SCALE, op_kind
+from ._opclass import CAT, CONTRACTION, IDENTITY, SCALE, op_kind
 from .graph import Graph
 
 __all__ = ["Dataflow"]
@@ -117,9 +117,10 @@ class Dataflow:
     def feeds_weights(self, fork: int, end: int, within: set[int] | None = None) -> bool:
         """Whether a parametric op computed from ``fork`` alone (plus constants) runs by ``end``.
 
-        A residual stream enters its branch this way (``norm(x)``, ``conv(x)``); a side input
-        such as an attention mask only ever meets other data (``scores + mask``), so it can be
-        an ancestor of a later branch without being a fork. ``within`` limits the search.
+        A residual stream enters its branch this way (``norm(x)``, ``conv(x)``, also through a
+        concatenation with other data: ``norm(cat(x_cls, x))``); a side input such as an
+        attention mask only ever meets other data by arithmetic (``scores + mask``), so it can
+        be an ancestor of a later branch without being a fork. ``within`` limits the search.
         """
         pure = {fork}
         heap = list(self.consumers[fork])
@@ -128,7 +129,8 @@ class Dataflow:
             i = heapq.heappop(heap)
             if i > end or i in pure or (within is not None and i not in within):
                 continue
-            if all(j in pure for j in self.inputs[i]):
+            ins = self.inputs[i]
+            if all(j in pure for j in ins) or (self.kind[i] == CAT and any(j in pure for j in ins)):
                 if self.parametric[i]:
                     return True
                 pure.add(i)

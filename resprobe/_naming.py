@@ -42,8 +42,8 @@ def _core(flow: Dataflow, branch: tuple[int, ...], end: int) -> list[int]:
 
 def block_name(graph: Graph, flow: Dataflow, join: int, branch: tuple[int, ...], end: int) -> str:
     """The innermost module holding the branch and the join; or, when one child module holds
-    most of the branch's weights and everything outside it runs before it (a pre-norm), that
-    child. A concat skip is named by the module that concatenates."""
+    most of the branch's weights and all that runs outside it is a single weighted op before
+    it (a pre-norm), that child. A concat skip is named by the module that concatenates."""
     nodes = graph.nodes
     if flow.kind[join] == CAT:
         return nodes[join].module or nodes[join].name
@@ -56,7 +56,8 @@ def block_name(graph: Graph, flow: Dataflow, join: int, branch: tuple[int, ...],
     if weights:
         best = max(weights, key=lambda c: weights[c])
         start = min(groups[best])
-        rest_before = all(i < start for c, ids in groups.items() if c != best for i in ids)
-        if weights[best] and 2 * weights[best] > sum(flow.weight[i] for i in core) and rest_before:
+        rest = [i for c, ids in groups.items() if c != best for i in ids]
+        prenorm = all(i < start for i in rest) and flow.heavy(rest) <= 1
+        if weights[best] and 2 * weights[best] > sum(flow.weight[i] for i in core) and prenorm:
             return _common([nodes[i].module for i in groups[best]])
-    return owner or nodes[join].name
+    return owner or nodes[join].module or nodes[join].name

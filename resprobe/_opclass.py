@@ -19,7 +19,8 @@ _BY_NAME = {
         "transpose", "t", "contiguous", "clone", "detach", "to", "type", "float", "double",
         "half", "bfloat16", "expand", "expand_as", "view_as", "reshape_as", "movedim",
         "moveaxis", "swapaxes", "swapdims", "dropout", "dropout1d", "dropout2d", "dropout3d",
-        "alpha_dropout", "feature_alpha_dropout", "identity", "data",
+        "alpha_dropout", "feature_alpha_dropout", "identity", "data", "_unsafe_view", "alias",
+        "_to_copy", "native_dropout", "__getitem__", "narrow", "select", "slice",
     ), IDENTITY),
     **dict.fromkeys((
         "mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "div", "div_",
@@ -29,13 +30,18 @@ _BY_NAME = {
         "linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
         "conv_transpose2d", "conv_transpose3d", "matmul", "__matmul__", "__rmatmul__", "mm",
         "bmm", "einsum", "addmm", "baddbmm", "scaled_dot_product_attention",
-        "multi_head_attention_forward",
+        "multi_head_attention_forward", "convolution", "_convolution",
+        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
     ), CONTRACTION),
 }
 
 
 def op_kind(op: str) -> str:
-    """The detector's class of a recorded op name such as ``'Tensor.add_'``."""
+    """The detector's class of a recorded op name: ``'Tensor.add_'``, ``'torch.cat'``, or an
+    ATen overload from an exported graph such as ``'aten.add_.Tensor'``."""
     if op.startswith(("torch.", "Tensor.")):
         return _BY_NAME.get(op.rsplit(".", 1)[-1], OTHER)
+    if op.startswith("aten."):
+        return _BY_NAME.get(op.split(".")[1], OTHER)
     return OTHER

@@ -170,12 +170,13 @@ def _join_kind(flow: Dataflow, f: _Found) -> str:
     if f.skip_kind == "concat":
         return "concat"
     consts = flow.graph.nodes[f.join].consts
-    scaled = any(c != 1.0 for c in consts) or any(flow.kind[i] == SCALE for i in f.skip)
+    scaled = any(c != 1.0 for c in consts) or (
+        f.skip_kind == "identity" and any(flow.kind[i] == SCALE for i in f.skip))
     cur = f.branch_operand
     while True:
         if flow.kind[cur] == SCALE:
             if flow.unary(cur) is None:
-                return "gated"
+                return "gated" if _is_gate(flow, cur, set(f.branch)) else ("scaled" if scaled else "add")
             scaled = True
         elif flow.kind[cur] != IDENTITY or flow.unary(cur) is None:
             break
@@ -186,11 +187,21 @@ def _join_kind(flow: Dataflow, f: _Found) -> str:
     return "scaled" if scaled else "add"
 
 
+def _is_gate(flow: Dataflow, mul: int, branch: set[int]) -> bool:
+    """``g ⊙ f``: a gate from outside the branch, or from a sibling path (not ``x ⊙ s(x)``, as
+    in squeeze-and-excitation, where one factor is computed from the other)."""
+    p, q = flow.inputs[mul][:2]
+    if p not in branch or q not in branch:
+        return True
+    return flow.between(p, q) is None and flow.between(q, p) is None
+
+
 def _stream_order(flow: Dataflow, found: list[_Found]) -> dict[int, tuple[int, int]]:
     """Map join id -> (stream id, step) by following each join's output to the next fork."""
     by_fork: dict[int, _Found] = {}
-    for f in found:
-        by_fork.setdefault(f.fork, f)
+    for f in found:  # blocks sharing a fork: the stream continues into the outermost one
+        if f.fork not in by_fork or f.join > by_fork[f.fork].join:
+            by_fork[f.fork] = f
     nxt: dict[int, int] = {}
     has_prev: set[int] = set()
     for f in found:

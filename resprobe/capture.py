@@ -178,10 +178,58 @@ class _Tree:
                     self.buffers[prefix + name] = b
 
 
+# Module attributes torch manages (parameters, buffers, submodules, hooks) or that we set.
+_MANAGED = frozenset({"_parameters", "_buffers", "_modules", "forward", "training"})
+_MISSING = object()
+
+
+def _attributes(tree: _Tree) -> list[tuple[str, nn.Module, dict[str, tuple[Any, Any]]]]:
+    """Each module's plain attributes, with a shallow copy of every dict, list and set."""
+    snap = []
+    for path, m in tree.by_path.items():
+        state = {k: (v, v.copy() if type(v) in (dict, list, set) else None)
+                 for k, v in m.__dict__.items() if k not in _MANAGED and not k.startswith("_forward")}
+        snap.append((path, m, state))
+    return snap
+
+
+def _restore_attributes(snap: list[tuple[str, nn.Module, dict[str, tuple[Any, Any]]]]) -> list[str]:
+    """Put back attributes the forward pass set or changed (caches); name what was restored."""
+    changed = []
+    for path, m, state in snap:
+        d = m.__dict__
+        for k in [k for k in d if k not in state and k not in _MANAGED and not k.startswith("_forward")]:
+            del d[k]
+            changed.append(f"{path}.{k}" if path else k)
+        for k, (value, copy) in state.items():
+            if d.get(k, _MISSING) is not value:
+                d[k] = value
+                changed.append(f"{path}.{k}" if path else k)
+            elif copy is not None and _refilled(value, copy):
+                changed.append(f"{path}.{k}" if path else k)
+    return changed
+
+
+def _refilled(value: Any, copy: Any) -> bool:
+    """Put the contents of a dict, list or set back as they were; whether they had changed."""
+    if type(value) is dict:
+        same = len(value) == len(copy) and all(value.get(k, _MISSING) is v for k, v in copy.items())
+    elif type(value) is list:
+        same = len(value) == len(copy) and all(a is b for a, b in zip(value, copy))
+    else:
+        same = value == copy
+    if not same:
+        value.clear()
+        value.update(copy) if type(value) is not list else value.extend(copy)
+    return not same
+
+
 @contextmanager
 def _preserved(model: nn.Module, tree: _Tree, train: bool) -> Iterator[list[str]]:
-    """Eval mode (unless ``train``) for the run; afterwards training flags and buffers as found."""
+    """Eval mode (unless ``train``) for the run; afterwards training flags, buffers and plain
+    attributes (caches a forward pass fills) as found."""
     flags = [(m, m.training) for m in tree.modules]
+    attrs = _attributes(tree)
     saved = [(n, b, b.detach().clone()) for n, b in tree.buffers.items()
              if not b.is_meta and not b.is_inference()]
     notes: list[str] = []
@@ -195,6 +243,10 @@ def _preserved(model: nn.Module, tree: _Tree, train: bool) -> Iterator[list[str]
         for m, flag in flags:
             if m.training != flag:
                 m.training = flag
+        changed = _restore_attributes(attrs)
+        if changed:
+            notes.append(f"the forward pass set or changed module attribute(s) {', '.join(changed[:4])}"
+                         f"{' …' if len(changed) > 4 else ''}; restored")
         with torch.no_grad():
             for name, buf, copy in saved:  # kernels such as batch_norm write without a version bump
                 if not torch.equal(buf, copy):

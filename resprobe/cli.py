@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ._version import __version__
+from .analyze import analyze as run_analysis
 from .blocks import Block, find_blocks, streams
 from .capture import capture
-from .errors import InputsError, ResprobeError
-from .inputs import Inputs, parse_shape
-from .load import load
+from .errors import InputsError, ResprobeError, UsageError
+from .graph import Graph
+from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
+from .load import Loaded, load
+from .plugins import DISABLE_ENV, Registry
 from .verify import BlockCheck, verify_blocks
 
 __all__ = ["main"]
@@ -37,9 +42,10 @@ class _Group(click.Group):
 
     @staticmethod
     def _fail(ctx: click.Context, message: str, code: int) -> None:
-        if (ctx.obj or {}).get("debug"):
+        debug = (ctx.obj or {}).get("debug")
+        if debug:
             traceback.print_exc()
-        hint = "" if code != 1 or (ctx.obj or {}).get("debug") else " (--debug shows the traceback)"
+        hint = "" if code != 1 or debug else " (--debug shows the traceback)"
         click.echo(f"error: {message}{hint}", err=True)
         ctx.exit(code)
 
@@ -47,56 +53,226 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="resprobe")
 @click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
+@click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
+              help=f"Do not load this plugin (repeatable; also ${DISABLE_ENV}=a,b).")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
-    """Find every residual block in a PyTorch model and measure it as a refinement step."""
-    ctx.obj = {"debug": debug}
+def main(ctx: click.Context, debug: bool, disabled: tuple[str, ...]) -> None:
+    """Find every residual block in a PyTorch model and measure it as a refinement step.
+
+    SOURCE is a zoo model (torchvision:resnet50, timm:convnext_tiny, hf:DIR), a model file
+    (state_dict or checkpoint with --arch, pickled module with --trust, ExportedProgram,
+    safetensors with --arch), or package.module:callable. Without SOURCE, a bundled example
+    (a small residual network trained on scikit-learn's digits) is used.
+    """
+    ctx.obj = {"debug": debug, "disabled": disabled}
+
+
+def _registry(ctx: click.Context) -> Registry:
+    obj = ctx.find_root().obj
+    if "registry" not in obj:
+        obj["registry"] = Registry(obj["disabled"])
+    reg: Registry = obj["registry"]
+    return reg
+
+
+def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that loads a model shares."""
+    options = [
+        click.argument("source", required=False, default=DEFAULT_SOURCE),
+        click.option("--arch", metavar="SOURCE", help="Architecture for a state_dict file: any SOURCE form."),
+        click.option("--trust", is_flag=True,
+                     help="Allow unpickling a whole pickled model; this runs code from the file."),
+        click.option("--input-shape", "shapes", multiple=True, metavar="SHAPE",
+                     help="Random example input, e.g. 1x3x224x224 or 1x16:int64; repeat for "
+                          "several positional inputs."),
+        click.option("--inputs", "inputs_file", metavar="FILE",
+                     help="Example inputs saved with torch.save: a tensor, tuple or dict."),
+        click.option("--device", default="cpu", show_default=True, metavar="auto|cpu|cuda[:N]",
+                     help="Where to run the model."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs."),
+        click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+class _Session:
+    """Loads the model and its inputs for one command, printing progress unless quiet."""
+
+    def __init__(self, ctx: click.Context, quiet: bool):
+        self.ctx = ctx
+        self.quiet = quiet
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def prepare(self, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
+                inputs_file: str | None, device: str, seed: int) -> tuple[Loaded, Inputs]:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            given = load_inputs(inputs_file) if inputs_file else (
+                Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else None)
+        self.say(f"loading {source}")
+        loaded = load(source, arch=arch, trust=trust, plugins=_registry(self.ctx))
+        inputs = given or loaded.inputs
+        if inputs is None and loaded.graph is None:
+            guess = infer_inputs(loaded.model)
+            if guess is None:
+                raise InputsError(f"{source} supplied no example inputs and none could be inferred "
+                                  "from its first layer; pass --input-shape (e.g. 1x3x224x224) "
+                                  "or --inputs FILE")
+            inputs, how = guess
+            self.say(f"inputs: {how}")
+        loaded, inputs = _to_device(loaded, inputs or Inputs(), device)
+        return loaded, inputs
+
+
+def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inputs]:
+    import torch
+
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    try:
+        target = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device here; use --device cpu or auto")
+    if target.type == "cpu" or loaded.graph is not None:
+        return loaded, inputs
+
+    def move(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.to(target)
+        if isinstance(v, (list, tuple)):
+            return type(v)(move(x) for x in v)
+        if isinstance(v, dict):
+            return {k: move(x) for k, x in v.items()}
+        return v
+
+    model = loaded.model.to(target)
+    return replace(loaded, model=model), Inputs(move(inputs.args), move(dict(inputs.kwargs)))
 
 
 @main.command()
-@click.argument("source", required=False, default=DEFAULT_SOURCE)
+@source_options
+@click.option("--out", "-o", default="resprobe-report", show_default=True, metavar="DIR",
+              help="Directory to write the report into.")
+@click.option("--format", "formats", multiple=True, default=("json",), show_default=True,
+              help="Exporter plugin(s) to write the report with.")
+@click.pass_context
+def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
+            inputs_file: str | None, device: str, seed: int, quiet: bool, out: str,
+            formats: tuple[str, ...]) -> None:
+    """Analyse SOURCE and write a report directory (report.json).
+
+    Captures one forward pass, finds every residual block and stream, checks each block on
+    real values, and writes everything measured to DIR. SOURCE: torchvision:NAME, timm:NAME,
+    hf:DIR, a model file, or package.module:callable (default: the bundled example).
+    """
+    session = _Session(ctx, quiet)
+    loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    session.say(f"capturing one forward pass of {type(loaded.model).__name__} and finding blocks")
+    report = run_analysis(loaded, inputs, plugins=_registry(ctx))
+    written = report.save(out, formats, plugins=_registry(ctx))
+    blocks = report.blocks
+    residual = [b for b in blocks if b["skip"] != "concat"]
+    check = report.result("verify")
+    verified = ""
+    if check and check.summary["checked"]:
+        verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
+    click.echo(f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
+               f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
+               f"skip(s){verified}")
+    for path in written:
+        click.echo(f"wrote {path}")
+    if check and check.summary["passed"] < check.summary["checked"]:
+        from .errors import VerificationError
+
+        raise VerificationError(f"{check.summary['checked'] - check.summary['passed']} block(s) failed "
+                                "the numerical check; see the verify results in the report")
+
+
+@main.command()
+@source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the blocks as a JSON list.")
-@click.option("--input-shape", "shapes", multiple=True, metavar="SHAPE",
-              help="Random example input, e.g. 1x3x224x224 or 1x16:int64; repeat for several "
-                   "positional inputs. Overrides inputs the source supplies.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Replay the forward pass and check each block numerically "
                    "(join output == skip + branch).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the result.")
-def blocks(source: str, as_json: bool, shapes: tuple[str, ...], verify: bool, seed: int,
-           quiet: bool) -> None:
+@click.pass_context
+def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
+           inputs_file: str | None, device: str, seed: int, quiet: bool, as_json: bool,
+           verify: bool) -> None:
     """List the residual blocks of SOURCE.
 
-    SOURCE is package.module:callable; the callable returns an nn.Module or a tuple
-    (nn.Module, example_inputs). Without SOURCE, a bundled example residual network is used.
+    SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
+    (default: the bundled example). See resprobe --help.
     """
-    import torch
-
-    def say(msg: str) -> None:
-        if not quiet:
-            click.echo(msg, err=True)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        given = Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else None
-    say(f"loading {source}")
-    loaded = load(source)
-    inputs = given or loaded.inputs
-    if inputs is None:
-        raise InputsError(f"{source} supplied no example inputs; pass --input-shape, "
-                          "e.g. --input-shape 1x3x224x224")
-    say(f"capturing one forward pass of {type(loaded.model).__name__}")
-    graph = capture(loaded.model, inputs)
+    session = _Session(ctx, quiet)
+    loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    graph = _graph(session, loaded, inputs)
     found = find_blocks(graph)
     checks: dict[str, BlockCheck] = {}
-    if verify and graph.device != "meta":
-        say(f"verifying {len(found)} block(s) on real values")
+    if verify and graph.device != "meta" and loaded.graph is None:
+        session.say(f"verifying {len(found)} block(s) on real values")
         checks = {c.name: c for c in verify_blocks(loaded.model, inputs, graph, found)}
     if as_json:
         click.echo(json.dumps([_block_json(b, checks) for b in found], indent=2))
     else:
-        click.echo(_table(graph.model, graph.summary(), found, checks, graph.notes))
+        click.echo(_table(graph, found, checks, loaded.notes))
+
+
+@main.command()
+@source_options
+@click.option("--output", "-o", required=True, metavar="FILE",
+              help="Where to write: .json (the graph), .dot/.gv (Graphviz source), .svg or .png.")
+@click.pass_context
+def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
+          inputs_file: str | None, device: str, seed: int, quiet: bool, output: str) -> None:
+    """Capture SOURCE and write its computation graph to FILE, residual joins highlighted.
+
+    SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
+    (default: the bundled example). See resprobe --help.
+    """
+    from .render.dot import graph_dot, render
+
+    suffix = Path(output).suffix.lower()
+    if suffix not in (".json", ".dot", ".gv", ".svg", ".png"):
+        raise UsageError(f"cannot write {output!r}: use a .json, .dot, .gv, .svg or .png file name")
+    session = _Session(ctx, quiet)
+    loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    g = _graph(session, loaded, inputs)
+    if suffix == ".json":
+        Path(output).write_text(json.dumps(g.to_dict(), indent=2) + "\n", encoding="utf-8")
+    else:
+        dot = graph_dot(g, find_blocks(g))
+        if suffix in (".dot", ".gv"):
+            Path(output).write_text(dot, encoding="utf-8")
+        else:
+            Path(output).write_bytes(render(dot, suffix[1:]))
+    click.echo(f"wrote {output} ({g.summary()})")
+
+
+@main.command()
+@click.pass_context
+def plugins(ctx: click.Context) -> None:
+    """List every installed plugin: its kind, distribution and status."""
+    infos = sorted(_registry(ctx).infos, key=lambda p: (p.kind, p.name))
+    rows = [("name", "kind", "distribution", "status")] + [
+        (p.name, p.kind, p.distribution, p.status + (f" ({p.detail})" if p.detail else "")) for p in infos]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+
+
+def _graph(session: _Session, loaded: Loaded, inputs: Inputs) -> Graph:
+    if loaded.graph is not None:
+        return loaded.graph
+    session.say(f"capturing one forward pass of {type(loaded.model).__name__}")
+    return capture(loaded.model, inputs)
 
 
 def _block_json(b: Block, checks: dict[str, BlockCheck]) -> dict[str, Any]:
@@ -105,10 +281,9 @@ def _block_json(b: Block, checks: dict[str, BlockCheck]) -> dict[str, Any]:
     return d
 
 
-def _table(model: str, summary: str, found: list[Block], checks: dict[str, BlockCheck],
-           notes: tuple[str, ...]) -> str:
+def _table(graph: Graph, found: list[Block], checks: dict[str, BlockCheck], notes: tuple[str, ...]) -> str:
     residual = [b for b in found if b.is_residual]
-    lines = [f"{model}: {summary}; {len(residual)} residual block(s) on "
+    lines = [f"{graph.model}: {graph.summary()}; {len(residual)} residual block(s) on "
              f"{len(streams(found))} stream(s), {len(found) - len(residual)} concat skip(s)"
              + (f"; verified {sum(c.ok for c in checks.values())}/{len(checks)}" if checks else "")]
     rows = [("stream", "step", "block", "skip", "join", "branch")] + [
@@ -117,7 +292,7 @@ def _table(model: str, summary: str, found: list[Block], checks: dict[str, Block
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
-    lines += [f"note: {n}" for n in notes]
+    lines += [f"note: {n}" for n in graph.notes + notes]
     return "\n".join(lines)
 
 
@@ -128,5 +303,3 @@ def _short_modules(b: Block, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,9 +1,14 @@
-"""Bundled example models: a small residual network for 8x8 digit images."""
+"""The bundled example: a small residual network trained on scikit-learn's 8x8 digits."""
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import torch
 from torch import Tensor, nn
+
+from .inputs import Inputs
+from .load import Loaded
 
 __all__ = ["DigitsResNet", "digits_resnet"]
 
@@ -50,8 +55,19 @@ class DigitsResNet(nn.Module):
         return self.head(features.mean(dim=(2, 3)))  # type: ignore[no-any-return]
 
 
-def digits_resnet() -> tuple[nn.Module, Tensor]:
-    """The bundled example: a ``DigitsResNet`` and a batch of four random 8x8 images."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return DigitsResNet().eval(), torch.rand(4, 1, 8, 8)
+def digits_resnet() -> Loaded:
+    """The bundled example: a ``DigitsResNet`` trained on scikit-learn's digits
+    (``scripts/train_digits.py``) and 16 held-out digit images as its inputs."""
+    data = files("resprobe") / "data"
+    with (data / "digits_resnet.pt").open("rb") as f:
+        state = torch.load(f, weights_only=True)
+    with (data / "digits_batch.pt").open("rb") as f:
+        batch = torch.load(f, weights_only=True)
+    model = DigitsResNet()
+    model.load_state_dict(state)
+    accuracy = float(batch["accuracy"])
+    return Loaded(
+        model.eval(), Inputs((batch["images"],)), weights="trained",
+        description=f"DigitsResNet trained on scikit-learn's digits ({accuracy:.1%} held-out "
+                    "accuracy); inputs: 16 held-out 8x8 digit images",
+    )

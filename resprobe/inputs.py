@@ -10,7 +10,7 @@ import torch
 
 from .errors import InputsError
 
-__all__ = ["Inputs", "parse_shape"]
+__all__ = ["Inputs", "infer_inputs", "load_inputs", "parse_shape"]
 
 _DTYPES = {
     "float32": torch.float32, "float": torch.float32, "float16": torch.float16,
@@ -68,3 +68,48 @@ def parse_shape(text: str) -> torch.Tensor:
     if dtype == torch.bool:
         return torch.ones(shape, dtype=dtype)
     return torch.randint(0, 2, shape, dtype=dtype)
+
+
+def load_inputs(path: str) -> Inputs:
+    """Example inputs saved with ``torch.save``: a tensor, a tuple/list or a dict (weights-only)."""
+    import pickle
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputsError(f"no such inputs file: {path}")
+    try:
+        value = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputsError(f"{path} holds pickled Python objects; save the inputs as a tensor, a tuple "
+                          "or a dict of tensors") from None
+    except Exception as err:
+        raise InputsError(f"{path} is not a torch.save file ({type(err).__name__}); save the inputs "
+                          "with torch.save") from err
+    return Inputs.of(value)
+
+
+def infer_inputs(model: torch.nn.Module) -> tuple[Inputs, str] | None:
+    """Random inputs shaped for the model's first weighted layer, and what was inferred; or None."""
+    from torch import nn
+
+    for module in model.modules():
+        if next(iter(module.children()), None) is not None or not any(True for _ in module.parameters(False)):
+            continue
+        if isinstance(module, nn.Embedding):
+            x = torch.randint(0, module.num_embeddings, (1, 16))
+        elif isinstance(module, nn.Conv1d):
+            x = torch.randn(1, module.in_channels, 128)
+        elif isinstance(module, nn.Conv2d):
+            x = torch.randn(1, module.in_channels, 224, 224)
+        elif isinstance(module, nn.Conv3d):
+            x = torch.randn(1, module.in_channels, 8, 112, 112)
+        elif isinstance(module, nn.Linear):
+            x = torch.randn(1, module.in_features)
+        elif isinstance(module, nn.LayerNorm):
+            x = torch.randn(1, 16, *module.normalized_shape)
+        else:
+            return None
+        dtype = str(x.dtype).replace("torch.", "")
+        return Inputs((x,)), f"{tuple(x.shape)} {dtype}, inferred from {type(module).__name__}"
+    return None

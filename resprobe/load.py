@@ -1,46 +1,82 @@
-"""SOURCE -> nn.Module: resolve ``package.module:callable`` into a model and its example inputs."""
+"""SOURCE -> nn.Module: zoo adapters (``torchvision:resnet50``), files, or ``package.module:callable``."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from .errors import SourceError
+from .graph import Graph
 from .inputs import Inputs
 
 __all__ = ["Loaded", "load"]
 
+WEIGHTS = ("trained", "random", "unknown")
+
 
 @dataclass(frozen=True)
 class Loaded:
-    """A model built from a source, with the example inputs the source supplied (if any)."""
+    """A model built from a source, the example inputs the source supplied (if any), and
+    where its weights came from: ``"trained"``, ``"random"`` (freshly initialised) or
+    ``"unknown"``. Adapters and factories return one; ``load`` fills in ``source``. ``graph``
+    is set when the source was a graph already and must not be run (an ExportedProgram)."""
 
     model: nn.Module
-    inputs: Inputs | None
-    source: str
+    inputs: Inputs | None = None
+    weights: str = "unknown"
+    description: str = ""
+    source: str = ""
+    notes: tuple[str, ...] = ()
+    graph: Graph | None = None  # set when the source is a graph already (an ExportedProgram)
 
 
-def load(source: str) -> Loaded:
-    """Build the model named by ``source``: ``package.module:callable``.
+def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:
+    """Build the model named by ``source``.
 
-    The callable is called with no arguments and returns an ``nn.Module`` or a tuple
-    ``(nn.Module, example_inputs)``. The current directory is importable, so a file
-    ``models.py`` next to you is ``models:build``.
+    - ``ADAPTER:NAME`` for an installed adapter plugin: ``torchvision:resnet50``,
+      ``timm:convnext_tiny``, ``hf:PATH`` (see ``resprobe plugins``);
+    - a file path: a state_dict or checkpoint (with ``arch``, a source for the architecture),
+      a TorchScript archive, an ExportedProgram, safetensors, or a pickled module (only with
+      ``trust=True``: unpickling runs code from the file);
+    - ``package.module:callable``: a function that returns an ``nn.Module``, a tuple
+      ``(nn.Module, example_inputs)`` or a ``Loaded``. The current directory is importable.
+
+    ``plugins`` is a ``resprobe.plugins.Registry`` (default: every installed plugin).
     """
-    module_name, sep, attr = source.partition(":")
-    if not sep or not module_name or not attr or not all(
+    from .files import load_file
+    from .plugins import registry
+
+    prefix, sep, rest = source.partition(":")
+    reg = plugins if plugins is not None else registry()
+    adapters = reg.adapters()
+    if sep and prefix not in adapters and any(p.name == prefix for p in reg.infos):
+        reg.get("adapter", prefix)  # disabled or missing a dependency: say which
+    if sep and prefix in adapters:
+        built = adapters[prefix].build(rest)
+        if not isinstance(built, Loaded):
+            raise SourceError(f"adapter plugin {prefix!r} returned {type(built).__name__}, not a "
+                              "resprobe.Loaded; the plugin is broken")
+        return replace(built, source=source)
+    if not sep or os.path.exists(source):
+        return replace(load_file(source, arch=arch, trust=trust, plugins=reg), source=source)
+    return replace(_from_callable(source, prefix, rest, sorted(adapters)), source=source)
+
+
+def _from_callable(source: str, module_name: str, attr: str, adapters: list[str]) -> Loaded:
+    if not module_name or not attr or not all(
         part.isidentifier() for part in module_name.split(".") + attr.split(".")
     ):
         raise SourceError(
-            f"cannot read model source {source!r}; write it as package.module:callable, "
-            "e.g. torchvision.models:resnet18 or mymodels:build"
+            f"cannot read model source {source!r}; write it as ADAPTER:NAME "
+            f"({', '.join(adapters) or 'no adapters installed'}), a file path, or "
+            "package.module:callable"
         )
-    factory = _resolve(module_name, attr)
+    factory = _resolve(module_name, attr, adapters)
     try:
         made = factory()
     except Exception as err:
@@ -51,15 +87,15 @@ def load(source: str) -> Loaded:
     return _unpack(source, made)
 
 
-def _resolve(module_name: str, attr: str) -> Any:
+def _resolve(module_name: str, attr: str, adapters: list[str]) -> Any:
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise SourceError(
-            f"cannot import {module_name!r} ({err}); check the name, or install the package "
-            "that provides it"
-        ) from err
+        known = f"; installed adapters: {', '.join(adapters)}" if adapters else ""
+        hint = (f"{module_name!r} is neither an installed adapter nor an importable module{known}"
+                if "." not in module_name else f"cannot import {module_name!r} ({err})")
+        raise SourceError(f"{hint}; check the name, or install the package that provides it") from err
     finally:
         sys.path.pop(0)
     obj: Any = module
@@ -73,11 +109,13 @@ def _resolve(module_name: str, attr: str) -> Any:
 
 
 def _unpack(source: str, made: Any) -> Loaded:
+    if isinstance(made, Loaded):
+        return made
     if isinstance(made, nn.Module):
-        return Loaded(made, None, source)
+        return Loaded(made)
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
-        return Loaded(made[0], Inputs.of(made[1]), source)
+        return Loaded(made[0], Inputs.of(made[1]))
     raise SourceError(
-        f"{source}() returned {type(made).__name__}; it must return an nn.Module or a tuple "
-        "(nn.Module, example_inputs)"
+        f"{source}() returned {type(made).__name__}; it must return an nn.Module, a tuple "
+        "(nn.Module, example_inputs) or a resprobe.Loaded"
     )

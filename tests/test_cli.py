@@ -48,7 +48,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "        self.f = nn.Linear(4, 4)\n"
         "    def forward(self, x):\n"
         "        return x + self.f(x)\n"
+        "class P(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.w = nn.Parameter(torch.ones(4))\n"
+        "    def forward(self, x):\n"
+        "        return x * self.w\n"
         "def bare():\n    return M()\n"
+        "def opaque():\n    return P()\n"
         "def boom():\n    raise ValueError('no config')\n"
         "def wrong():\n    return 42\n"
     )
@@ -63,12 +70,13 @@ def test_source_from_the_current_directory_with_input_shape(project: Path) -> No
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["mymodels:bare"], "supplied no example inputs; pass --input-shape"),
+    (["mymodels:opaque"], "supplied no example inputs and none could be inferred"),
     (["mymodels:boom"], "calling mymodels:boom() failed: ValueError: no config"),
     (["mymodels:wrong"], "returned int; it must return an nn.Module"),
     (["mymodels:missing"], "has no attribute 'missing'"),
     (["nosuchpkg.models:build"], "cannot import 'nosuchpkg.models'"),
-    (["model.pt"], "write it as package.module:callable"),
+    (["model.pt"], "no such file: model.pt"),
+    (["mymodels"], "no such file: mymodels"),
     (["mymodels:bare", "--input-shape", "2xfour"], "bad input shape '2xfour'"),
     (["mymodels:bare", "--input-shape", "2x4:complex7"], "unknown dtype 'complex7'"),
 ])
@@ -92,5 +100,6 @@ def test_python_dash_m_and_help() -> None:
     done = subprocess.run([sys.executable, "-m", "resprobe", "blocks", "--help"],
                           capture_output=True, text=True, check=True)
     assert "package.module:callable" in done.stdout and "--input-shape" in done.stdout
+    assert "torchvision:NAME" in done.stdout
     code, out, _ = run("--version")
     assert code == 0 and "resprobe" in out

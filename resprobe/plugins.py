@@ -1,0 +1,138 @@
+"""The plugin registry: adapters, probes and exporters from entry points, validated at load."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import UsageError
+
+__all__ = ["GROUPS", "Adapter", "Exporter", "PluginInfo", "Probe", "Registry", "registry"]
+
+GROUPS = {"adapter": "resprobe.adapters", "probe": "resprobe.probes", "exporter": "resprobe.exporters"}
+_METHOD = {"adapter": "build", "probe": "run", "exporter": "write"}
+DISABLE_ENV = "RESPROBE_DISABLE_PLUGINS"
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """Builds models from a zoo: ``resprobe analyze NAME:MODEL`` calls ``build(MODEL)``, which
+    returns a ``resprobe.Loaded`` (model, example inputs, weights provenance). Import the zoo
+    inside ``build``; list import names in ``requires`` and the install command in ``install``."""
+
+    name: str
+    requires: tuple[str, ...]
+    install: str
+
+    def build(self, name: str) -> Any: ...
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """Measures a captured model: ``run(context)`` returns a ``resprobe.ProbeResult``."""
+
+    name: str
+    requires: tuple[str, ...]
+    install: str
+
+    def run(self, context: Any) -> Any: ...
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Writes a ``resprobe.Report`` into a directory: ``write(report, directory)`` returns the
+    path it wrote."""
+
+    name: str
+    requires: tuple[str, ...]
+    install: str
+
+    def write(self, report: Any, directory: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One entry point: what it is, where it came from, and whether it can be used."""
+
+    name: str
+    kind: str
+    distribution: str
+    status: str  # "ok" | "disabled" | "missing dependency" | "broken"
+    detail: str = ""
+    obj: Any = field(default=None, repr=False, compare=False)
+
+
+class Registry:
+    """Every plugin of every group, loaded once. A plugin that fails to load or validate is
+    kept as a ``PluginInfo`` that says why; the others keep working."""
+
+    def __init__(self, disabled: Iterable[str] = (), eps: Iterable[tuple[str, EntryPoint]] | None = None):
+        env = {d.strip() for d in os.environ.get(DISABLE_ENV, "").split(",") if d.strip()}
+        self.disabled = set(disabled) | env
+        found = eps if eps is not None else (
+            (kind, ep) for kind, group in GROUPS.items() for ep in entry_points(group=group))
+        self.infos = [self._load(kind, ep) for kind, ep in found]
+
+    def _load(self, kind: str, ep: EntryPoint) -> PluginInfo:
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown distribution"
+        if ep.name in self.disabled:
+            return PluginInfo(ep.name, kind, dist, "disabled",
+                              f"disabled by --disable-plugin or {DISABLE_ENV}")
+        try:
+            obj = ep.load()
+        except ImportError as err:
+            missing = err.name or str(err)
+            return PluginInfo(ep.name, kind, dist, "missing dependency",
+                              f"needs {missing}: pip install {missing.split('.')[0]}")
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not break the others
+            return PluginInfo(ep.name, kind, dist, "broken", f"failed to load: {type(err).__name__}: {err}")
+        if isinstance(obj, type):
+            obj = obj()
+        problem = _invalid(kind, ep.name, obj)
+        if problem:
+            return PluginInfo(ep.name, kind, dist, "broken", problem)
+        absent = [m for m in obj.requires if importlib.util.find_spec(m) is None]
+        if absent:
+            return PluginInfo(ep.name, kind, dist, "missing dependency",
+                              f"needs {', '.join(absent)}: {obj.install}", obj)
+        return PluginInfo(ep.name, kind, dist, "ok", "", obj)
+
+    def of_kind(self, kind: str) -> dict[str, Any]:
+        """The usable plugins of one kind, by name."""
+        return {p.name: p.obj for p in self.infos if p.kind == kind and p.status == "ok"}
+
+    def adapters(self) -> dict[str, Any]:
+        return self.of_kind("adapter")
+
+    def get(self, kind: str, name: str) -> Any:
+        """The plugin ``name`` of ``kind``, or a ``UsageError`` that says why it cannot be used."""
+        for p in self.infos:
+            if p.kind == kind and p.name == name:
+                if p.status == "ok":
+                    return p.obj
+                raise UsageError(f"{kind} plugin {name!r} (from {p.distribution}) is {p.status}: {p.detail}")
+        known = ", ".join(sorted(self.of_kind(kind))) or "none"
+        raise UsageError(f"no {kind} plugin named {name!r}; installed: {known} (see resprobe plugins)")
+
+
+def _invalid(kind: str, name: str, obj: Any) -> str:
+    method = _METHOD[kind]
+    if not callable(getattr(obj, method, None)):
+        return f"plugin {name!r} is not a valid {kind}: it has no {method}() method"
+    if getattr(obj, "name", None) != name:
+        return f"plugin {name!r} is not a valid {kind}: its name is {getattr(obj, 'name', None)!r}"
+    requires = getattr(obj, "requires", None)
+    if not isinstance(requires, tuple) or not all(isinstance(r, str) for r in requires):
+        return f"plugin {name!r} is not a valid {kind}: requires must be a tuple of module names"
+    if not isinstance(getattr(obj, "install", None), str):
+        return f"plugin {name!r} is not a valid {kind}: install must be the install command"
+    return ""
+
+
+def registry(disabled: Iterable[str] = ()) -> Registry:
+    """Load every installed plugin (minus ``disabled`` and those in ``$RESPROBE_DISABLE_PLUGINS``)."""
+    return Registry(disabled)

@@ -1,0 +1,1 @@
+"""Presentation only: diagrams and documents made from a Graph or a Report."""

@@ -1,0 +1,58 @@
+"""The op-level diagram of a captured graph as Graphviz DOT, residual joins and skips highlighted."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from ..blocks import Block
+from ..errors import UsageError
+from ..graph import Graph
+
+__all__ = ["graph_dot", "render"]
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def graph_dot(graph: Graph, blocks: list[Block]) -> str:
+    """Deterministic DOT: one box per node (name, op, shape); joins filled, skip paths dashed."""
+    joins = {b.join: b for b in blocks}
+    skip_edges = {(b.fork, b.join) for b in blocks if not b.skip} | {
+        (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))}
+    lines = [f"digraph {_quote(graph.model or 'model')} {{", "  rankdir=TB;",
+             '  node [shape=box, fontname="Helvetica", fontsize=10];']
+    for n in graph.nodes:
+        label = f"{n.name}\\n{n.op.rsplit('.', 1)[-1]}" + (f"\\n{list(n.shape)}" if n.shape else "")
+        style = ""
+        if n.id in joins:
+            b = joins[n.id]
+            step = f" · step {b.step}" if b.step else ""
+            label = f"{b.name}{step}\\n{b.skip_kind} skip · {b.join_kind}\\n" + label
+            style = ', style=filled, fillcolor="#dbeafe"'
+        elif n.is_input:
+            style = ", shape=ellipse"
+        lines.append(f"  n{n.id} [label={_quote(label)}{style}];".replace('\\\\n', '\\n'))
+    for src, dst in graph.edges:
+        attrs = ' [style=dashed, color="#2563eb", penwidth=2]' if (src, dst) in skip_edges else ""
+        lines.append(f"  n{src} -> n{dst}{attrs};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(dot: str, fmt: str, timeout: float = 60.0) -> bytes:
+    """Lay out ``dot`` with Graphviz's ``dot`` program; a clear error when it is not installed."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise UsageError(f"rendering .{fmt} needs Graphviz's dot program (apt-get install graphviz); "
+                         "or write a .dot file")
+    try:
+        done = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"Graphviz took over {timeout:.0f} s to lay out the graph; write a .dot file "
+                         "instead") from None
+    if done.returncode != 0:
+        raise UsageError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()[:200]}")
+    return done.stdout
