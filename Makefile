@@ -17,13 +17,13 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/resprobe blocks
+	$(BIN)/resprobe analyze
 
 test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check resprobe tests benchmarks
+	$(BIN)/ruff check resprobe plugins tests benchmarks scripts
 	$(BIN)/mypy resprobe
 
 bench: install

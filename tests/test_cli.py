@@ -103,3 +103,76 @@ def test_python_dash_m_and_help() -> None:
     assert "torchvision:NAME" in done.stdout
     code, out, _ = run("--version")
     assert code == 0 and "resprobe" in out
+
+
+def test_analyze_with_no_source_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("analyze")
+    assert code == 0, err
+    assert "DigitsResNet (trained weights): 6 residual block(s) on 1 stream(s)" in out
+    assert "verified 6/6" in out and "wrote resprobe-report/report.json" in out
+    data = json.loads((tmp_path / "resprobe-report" / "report.json").read_text())
+    assert data["model"]["weights"] == "trained" and len(data["blocks"]) == 6
+
+
+def test_failures_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args, code_wanted in [(["nope.pt"], 2), (["torchvision:resnet18", "--input-shape", "1x3x2x2x2"], 1),
+                              (["--format", "nosuch"], 2), (["torchvision:resnot"], 2)]:
+        code, _, err = run("analyze", *args, "-q")
+        assert code == code_wanted, err
+        assert err.count("\n") == 1 and err.startswith("error: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disable_plugin_flag() -> None:
+    code, out, _ = run("--disable-plugin", "timm", "plugins")
+    assert code == 0 and "timm" in out and "disabled" in out
+    code, _, err = run("--disable-plugin", "timm", "blocks", "timm:resnet18", "-q")
+    assert code == 2 and "is disabled" in err
+
+
+def test_plugins_command_lists_kind_and_distribution() -> None:
+    code, out, _ = run("plugins")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "kind", "distribution", "status"]
+    assert any(line.split()[:4] == ["torchvision", "adapter", "resprobe", "0.1.0"] for line in lines)
+    assert any(line.split()[:2] == ["json", "exporter"] for line in lines)
+
+
+def test_graph_command(tmp_path: Path) -> None:
+    import shutil
+
+    code, out, _ = run("graph", "-o", str(tmp_path / "g.json"), "-q")
+    assert code == 0 and "50 nodes" in out
+    assert len(json.loads((tmp_path / "g.json").read_text())["nodes"]) == 50
+    code, _, _ = run("graph", "-o", str(tmp_path / "g.dot"), "-q")
+    dot = (tmp_path / "g.dot").read_text()
+    assert code == 0 and dot.startswith('digraph "DigitsResNet"') and "step 6" in dot
+    code, _, err = run("graph", "-o", str(tmp_path / "g.svg"), "-q")
+    if shutil.which("dot") is None:
+        assert code == 2 and "needs Graphviz's dot program" in err
+    else:
+        assert code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<")
+    code, _, err = run("graph", "-o", str(tmp_path / "g.txt"), "-q")
+    assert code == 2 and "use a .json, .dot" in err
+
+
+def test_the_installed_console_script(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "resprobe"
+    assert exe.exists()
+    done = subprocess.run([str(exe), "analyze", "-o", str(tmp_path / "r"), "-q"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "wrote" in done.stdout and done.stderr == ""
+    torch_file = tmp_path / "sd.pt"
+    import torch
+
+    from resprobe.examples import DigitsResNet
+
+    torch.save(DigitsResNet().state_dict(), torch_file)
+    done = subprocess.run([str(exe), "blocks", str(torch_file), "-q"], capture_output=True, text=True)
+    assert done.returncode == 2 and "pass --arch SOURCE" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([str(exe), "blocks", str(torch_file), "--arch", "resprobe.examples:DigitsResNet",
+                           "--input-shape", "1x1x8x8", "-q"], capture_output=True, text=True)
+    assert done.returncode == 0 and "6 residual block(s)" in done.stdout
