@@ -133,7 +133,8 @@ def _branch(flow: Dataflow, fork: int, end: int) -> set[int] | None:
 
 
 def _projection(flow: Dataflow, join: int, skip_side: int, branch_side: int) -> _Found | None:
-    """A short, shape-changing, parametric shortcut next to a strictly heavier branch."""
+    """A short, shape-changing, parametric shortcut next to a strictly heavier branch (where
+    shapes are unknown, as in a TorchScript graph, the shape change cannot be required)."""
     shapes = flow.graph.nodes
     path = flow.view_chain(skip_side)
     for fork in flow.projection_chain(path[-1]):
@@ -142,8 +143,9 @@ def _projection(flow: Dataflow, join: int, skip_side: int, branch_side: int) -> 
             path.append(fork)
             continue
         skip = path
-        if (flow.heavy(skip) and shapes[fork].shape != shapes[skip_side].shape
-                and flow.heavy(branch) > flow.heavy(skip)):
+        before, after = shapes[fork].shape, shapes[skip_side].shape
+        reshaped = before != after or before is None  # graphs read from files may lack shapes
+        if flow.heavy(skip) and reshaped and flow.heavy(branch) > flow.heavy(skip):
             return _Found(join, fork, skip_side, branch_side, tuple(sorted(skip)),
                           tuple(sorted(branch)), "projection")
         return None

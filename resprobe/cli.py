@@ -60,8 +60,9 @@ def main(ctx: click.Context, debug: bool, disabled: tuple[str, ...]) -> None:
     """Find every residual block in a PyTorch model and measure it as a refinement step.
 
     SOURCE is a zoo model (torchvision:resnet50, timm:convnext_tiny, hf:DIR), a model file
-    (state_dict or checkpoint with --arch, pickled module with --trust, ExportedProgram,
-    safetensors with --arch), or package.module:callable. Without SOURCE, a bundled example
+    (state_dict, checkpoint or safetensors with --arch; pickled module with --trust;
+    ExportedProgram or traced TorchScript, read without running them), or
+    package.module:callable. Without SOURCE, a bundled example
     (a small residual network trained on scikit-learn's digits) is used.
     """
     ctx.obj = {"debug": debug, "disabled": disabled}

@@ -76,10 +76,9 @@ def load_file(source: str, *, arch: str | None = None, trust: bool = False, plug
 
         return load_exported(path)
     if kind == "torchscript":
-        raise SourceError(
-            f"{source} is a TorchScript archive; resprobe cannot read TorchScript graphs yet: "
-            "pass the Python model (package.module:callable) or a state_dict with --arch"
-        )
+        from ._torchscript import load_torchscript
+
+        return load_torchscript(path)
     return _torch_file(source, path, arch, trust, plugins)
 
 

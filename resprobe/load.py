@@ -32,7 +32,7 @@ class Loaded:
     description: str = ""
     source: str = ""
     notes: tuple[str, ...] = ()
-    graph: Graph | None = None  # set when the source is a graph already (an ExportedProgram)
+    graph: Graph | None = None  # set when the source is a graph already (ExportedProgram, TorchScript)
 
 
 def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:
@@ -41,8 +41,8 @@ def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: 
     - ``ADAPTER:NAME`` for an installed adapter plugin: ``torchvision:resnet50``,
       ``timm:convnext_tiny``, ``hf:PATH`` (see ``resprobe plugins``);
     - a file path: a state_dict or checkpoint (with ``arch``, a source for the architecture),
-      a TorchScript archive, an ExportedProgram, safetensors, or a pickled module (only with
-      ``trust=True``: unpickling runs code from the file);
+      a TorchScript archive or an ExportedProgram (read from its graph, never run),
+      safetensors, or a pickled module (only with ``trust=True``: unpickling runs code);
     - ``package.module:callable``: a function that returns an ``nn.Module``, a tuple
       ``(nn.Module, example_inputs)`` or a ``Loaded``. The current directory is importable.
 

@@ -87,9 +87,21 @@ def test_a_pickled_module_with_trust(saved: dict[str, Path]) -> None:
     assert len(find_blocks(graph)) == 8
 
 
-def test_torchscript_is_recognised_and_refused_clearly(saved: dict[str, Path]) -> None:
-    with pytest.raises(SourceError, match="is a TorchScript archive"):
-        load(str(saved["script"]))
+def test_a_torchscript_archive_is_read_without_running_it(saved: dict[str, Path], tmp_path: Path) -> None:
+    loaded = load(str(saved["script"]))
+    assert loaded.graph is not None and loaded.inputs is None
+    found = find_blocks(loaded.graph)
+    assert [b.name for b in found][:3] == ["layer1.0", "layer1.1", "layer2.0"]
+    assert [b.skip_kind for b in found].count("projection") == 3 and len(found) == 8
+    assert [len(s.blocks) for s in resprobe.streams(found)] == [8]
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2 if bool(x.sum() > 0) else x
+
+    torch.jit.save(torch.jit.script(Branchy()), tmp_path / "branchy.pt")
+    with pytest.raises(SourceError, match="has control flow"):
+        load(str(tmp_path / "branchy.pt"))
 
 
 def test_an_exported_program_is_read_without_running_it(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ __all__ = ["ProbeContext"]
 @dataclass(frozen=True)
 class ProbeContext:
     """What a probe works on. ``replayable`` is False when the graph was read from a file
-    (an ExportedProgram) rather than recorded from ``model``, so it cannot be replayed."""
+    (an ExportedProgram or TorchScript archive) rather than recorded from ``model``."""
 
     model: nn.Module
     inputs: Inputs
