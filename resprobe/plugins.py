@@ -18,38 +18,35 @@ _METHOD = {"adapter": "build", "probe": "run", "exporter": "write"}
 DISABLE_ENV = "RESPROBE_DISABLE_PLUGINS"
 
 
-@runtime_checkable
-class Adapter(Protocol):
-    """Builds models from a zoo: ``resprobe analyze NAME:MODEL`` calls ``build(MODEL)``, which
-    returns a ``resprobe.Loaded`` (model, example inputs, weights provenance). Import the zoo
-    inside ``build``; list import names in ``requires`` and the install command in ``install``."""
+class _Plugin(Protocol):
+    """What every plugin has: its entry-point name, the modules it needs (import names) and
+    the command that installs them."""
 
     name: str
     requires: tuple[str, ...]
     install: str
+
+
+@runtime_checkable
+class Adapter(_Plugin, Protocol):
+    """Builds models from a zoo: ``resprobe analyze NAME:MODEL`` calls ``build(MODEL)``, which
+    returns a ``resprobe.Loaded`` (model, example inputs, weights provenance). Import the zoo
+    inside ``build``."""
 
     def build(self, name: str) -> Any: ...
 
 
 @runtime_checkable
-class Probe(Protocol):
+class Probe(_Plugin, Protocol):
     """Measures a captured model: ``run(context)`` returns a ``resprobe.ProbeResult``."""
-
-    name: str
-    requires: tuple[str, ...]
-    install: str
 
     def run(self, context: Any) -> Any: ...
 
 
 @runtime_checkable
-class Exporter(Protocol):
+class Exporter(_Plugin, Protocol):
     """Writes a ``resprobe.Report`` into a directory: ``write(report, directory)`` returns the
     path it wrote."""
-
-    name: str
-    requires: tuple[str, ...]
-    install: str
 
     def write(self, report: Any, directory: Any) -> Any: ...
 
