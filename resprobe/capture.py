@@ -178,8 +178,9 @@ class _Tree:
                     self.buffers[prefix + name] = b
 
 
-# Module attributes torch manages (parameters, buffers, submodules, hooks) or that we set.
-_MANAGED = frozenset({"_parameters", "_buffers", "_modules", "forward", "training"})
+# Module attributes torch manages (parameters, buffers, submodules, hooks) or that we set:
+# every name a bare nn.Module has, plus the forward wrapper.
+_MANAGED = frozenset(nn.Module().__dict__) | {"forward"}
 _MISSING = object()
 
 
@@ -188,7 +189,7 @@ def _attributes(tree: _Tree) -> list[tuple[str, nn.Module, dict[str, tuple[Any, 
     snap = []
     for path, m in tree.by_path.items():
         state = {k: (v, v.copy() if type(v) in (dict, list, set) else None)
-                 for k, v in m.__dict__.items() if k not in _MANAGED and not k.startswith("_forward")}
+                 for k, v in m.__dict__.items() if k not in _MANAGED}
         snap.append((path, m, state))
     return snap
 
@@ -198,7 +199,7 @@ def _restore_attributes(snap: list[tuple[str, nn.Module, dict[str, tuple[Any, An
     changed = []
     for path, m, state in snap:
         d = m.__dict__
-        for k in [k for k in d if k not in state and k not in _MANAGED and not k.startswith("_forward")]:
+        for k in [k for k in d if k not in state and k not in _MANAGED]:
             del d[k]
             changed.append(f"{path}.{k}" if path else k)
         for k, (value, copy) in state.items():
