@@ -137,9 +137,6 @@ class Recorder(TorchFunctionMode):
         self._producer: dict[int, tuple[int, weakref.ref[Tensor], int]] = {}
         self._dtypes: dict[torch.dtype, str] = {}
 
-    def __len__(self) -> int:
-        return len(self._raw)
-
     # -- tensor bookkeeping -------------------------------------------------------------
     def producer(self, t: Tensor) -> int | None:
         entry = self._producer.get(id(t))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from torch import Tensor
-
 from ._recorder import gather_tensors
 from .blocks import find_blocks, streams
 from .capture import capture
@@ -61,7 +59,7 @@ def _model(loaded: Loaded, inp: Inputs, device: str) -> dict[str, Any]:
 def _describe(inp: Inputs) -> list[dict[str, Any]]:
     out = []
     for name, value in inp.named():
-        for t in gather_tensors([value], []) if not isinstance(value, Tensor) else [value]:
+        for t in gather_tensors([value], []):
             out.append({"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
                         "elements": math.prod(t.shape)})
     return out

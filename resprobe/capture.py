@@ -262,17 +262,7 @@ def _to_meta_if_needed(params: list[Tensor], inp: Inputs, notes: list[str]) -> I
     if all(t.is_meta for t in found):
         return inp
     notes.append("the model has no weights (meta device): inputs were moved to meta")
-
-    def meta(v: Any) -> Any:
-        if isinstance(v, Tensor):
-            return v.to("meta")
-        if isinstance(v, (list, tuple)) and not isinstance(v, torch.Size):
-            return type(v)(meta(x) for x in v)
-        if isinstance(v, dict):
-            return {k: meta(x) for k, x in v.items()}
-        return v
-
-    return Inputs(tuple(meta(a) for a in inp.args), {k: meta(v) for k, v in inp.kwargs.items()})
+    return inp.to("meta")
 
 
 def _value_read_notes(recorder: Recorder) -> list[str]:

@@ -144,18 +144,7 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
         raise UsageError(f"--device {device}: no CUDA device here; use --device cpu or auto")
     if target.type == "cpu" or loaded.graph is not None:
         return loaded, inputs
-
-    def move(v: Any) -> Any:
-        if isinstance(v, torch.Tensor):
-            return v.to(target)
-        if isinstance(v, (list, tuple)):
-            return type(v)(move(x) for x in v)
-        if isinstance(v, dict):
-            return {k: move(x) for k, x in v.items()}
-        return v
-
-    model = loaded.model.to(target)
-    return replace(loaded, model=model), Inputs(move(inputs.args), move(dict(inputs.kwargs)))
+    return replace(loaded, model=loaded.model.to(target)), inputs.to(target)
 
 
 @main.command()

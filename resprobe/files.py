@@ -180,16 +180,12 @@ def _state_dict(source: str, state: dict[str, Tensor], arch: str | None, what: s
         )
     from .load import load
 
-    if Path(arch).resolve() == path_of(source):
+    if Path(arch).resolve() == Path(source).resolve():
         raise SourceError(f"--arch must name the architecture, not {source} itself")
     target = load(arch, plugins=plugins)
     notes = _fit(source, state, target.model, arch)
     return Loaded(target.model, target.inputs, "unknown",
                   f"{what} {source} loaded into {arch}", notes=target.notes + notes)
-
-
-def path_of(source: str) -> Path:
-    return Path(source).resolve()
 
 
 def _fit(source: str, state: dict[str, Tensor], model: nn.Module, arch: str) -> tuple[str, ...]:

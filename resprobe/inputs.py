@@ -45,6 +45,20 @@ class Inputs:
             "arguments, a dict of keyword arguments or resprobe.Inputs(args, kwargs)"
         )
 
+    def to(self, device: torch.device | str) -> Inputs:
+        """The same inputs with every tensor (in nested lists, tuples and dicts) on ``device``."""
+
+        def move(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                return v.to(device)
+            if isinstance(v, (list, tuple)) and not isinstance(v, torch.Size):
+                return type(v)(move(x) for x in v)
+            if isinstance(v, dict):
+                return {k: move(x) for k, x in v.items()}
+            return v
+
+        return Inputs(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()})
+
     def named(self) -> list[tuple[str, Any]]:
         """Each argument with a display name: its position or its keyword."""
         return [(str(i), a) for i, a in enumerate(self.args)] + list(self.kwargs.items())

@@ -16,9 +16,6 @@ from .inputs import Inputs
 
 __all__ = ["Loaded", "load"]
 
-WEIGHTS = ("trained", "random", "unknown")
-
-
 @dataclass(frozen=True)
 class Loaded:
     """A model built from a source, the example inputs the source supplied (if any), and
