@@ -1,9 +1,10 @@
 """resprobe: find every residual block in a PyTorch model and measure it as a refinement step."""
 
 from ._version import __version__
-from .analyze import analyze
+from .analyze import DEFAULT_PROBES, analyze
 from .blocks import Block, Stream, find_blocks, streams
 from .capture import capture
+from .data import Data, example_data, load_data
 from .errors import (
     AnalysisError,
     CaptureError,
@@ -15,7 +16,10 @@ from .errors import (
 )
 from .graph import Graph, Node
 from .inputs import Inputs, infer_inputs, load_inputs
+from .instrument import Gated, gated
 from .load import Loaded, load
+from .measure import Measurement, Settings, measure
+from .objective import Objective, choose_objective, main_output
 from .plugins import Adapter, Exporter, PluginInfo, Probe, Registry
 from .probes import ProbeContext
 from .report import ProbeResult, Report
@@ -27,12 +31,17 @@ __all__ = [
     "Block",
     "BlockCheck",
     "CaptureError",
+    "DEFAULT_PROBES",
+    "Data",
     "Exporter",
+    "Gated",
     "Graph",
     "Inputs",
     "InputsError",
     "Loaded",
+    "Measurement",
     "Node",
+    "Objective",
     "PluginInfo",
     "Probe",
     "ProbeContext",
@@ -40,6 +49,7 @@ __all__ = [
     "Registry",
     "Report",
     "ResprobeError",
+    "Settings",
     "SourceError",
     "Stream",
     "UsageError",
@@ -47,10 +57,16 @@ __all__ = [
     "__version__",
     "analyze",
     "capture",
+    "choose_objective",
+    "example_data",
     "find_blocks",
+    "gated",
     "infer_inputs",
     "load",
+    "load_data",
     "load_inputs",
+    "main_output",
+    "measure",
     "streams",
     "verify_blocks",
 ]

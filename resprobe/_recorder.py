@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 from .graph import Node
 
-__all__ = ["Recorder", "Watcher", "gather_tensors", "module_scopes"]
+__all__ = ["Recorder", "Rewrite", "Watcher", "gather_tensors", "module_scopes"]
 
 # Ops whose tensor arguments only lend a shape, dtype or device: no data edge from them.
 _SHAPE_ONLY = frozenset({
@@ -54,6 +54,10 @@ class Watcher(Protocol):
                producers: list[int | None]) -> None: ...
 
     def after(self, node_id: int, output: Tensor) -> None: ...
+
+
+# Called instead of the op about to become node ``id``: (func, args, kwargs) -> what to call.
+Rewrite = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, tuple[Any, ...], dict[str, Any]]]
 
 
 def gather_tensors(values: Iterable[Any], acc: list[Tensor]) -> list[Tensor]:
@@ -123,11 +127,13 @@ class Recorder(TorchFunctionMode):
     The hot path appends plain tuples; ``nodes()`` turns them into ``Node``s afterwards.
     """
 
-    def __init__(self, params: dict[int, str], buffers: dict[int, str], watcher: Watcher | None = None):
+    def __init__(self, params: dict[int, str], buffers: dict[int, str], watcher: Watcher | None = None,
+                 rewrite: dict[int, Rewrite] | None = None):
         super().__init__()
         self.params = params
         self.buffers = buffers
         self.watcher = watcher
+        self.rewrite = rewrite
         self.scope: list[tuple[str, int]] = [("", 0)]
         self.calls: dict[str, int] = {}
         self.value_reads: Counter[tuple[str, str]] = Counter()
@@ -151,6 +157,10 @@ class Recorder(TorchFunctionMode):
         if self.watcher is not None:
             self.watcher.after(nid, t)
         return nid
+
+    def ops(self) -> list[str]:
+        """The op name of every node recorded so far, in order (cheaper than ``nodes()``)."""
+        return [raw[0] for raw in self._raw]
 
     def nodes(self) -> list[Node]:
         """The recorded ops as ``Node``s with unique dotted names."""
@@ -196,8 +206,13 @@ class Recorder(TorchFunctionMode):
             kwargs = {}
         if self.watcher is not None:
             self._before(func, tensors)
+        call = func
+        if self.rewrite is not None:
+            hook = self.rewrite.get(len(self._raw))
+            if hook is not None:
+                call, args, kwargs = hook(func, args, kwargs)
         try:
-            out = func(*args, **kwargs)
+            out = call(*args, **kwargs)
         except (RuntimeError, NotImplementedError):
             return self._failed(func, tensors)
         if isinstance(out, Tensor):

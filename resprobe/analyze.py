@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ._recorder import gather_tensors
 from .blocks import find_blocks, streams
 from .capture import capture
+from .data import Data, example_data, load_data
 from .inputs import Inputs
 from .load import Loaded
+from .measure import Settings
 from .probes import ProbeContext
 from .report import ProbeResult, Report
 
-__all__ = ["analyze"]
+__all__ = ["DEFAULT_PROBES", "analyze"]
+
+DEFAULT_PROBES = ("verify", "refinement", "gradients")
 
 
-def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = ("verify",),
-            plugins: Any = None) -> Report:
+def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEFAULT_PROBES,
+            plugins: Any = None, data: Data | str | None = None, objective: Any = None,
+            settings: Settings | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Report:
     """Analyse a loaded model (``resprobe.load(...)`` or ``resprobe.Loaded(model, inputs)``).
 
-    ``inputs`` overrides the inputs the source supplied. A source that is a graph already
-    (an ExportedProgram) is not run: probes that need to replay it say so in their notes.
+    ``inputs`` overrides the inputs the source supplied. ``data`` is what the measurement
+    probes run on: a ``Data`` (``resprobe.load_data``), a path for ``load_data``, or None for
+    the example inputs. ``objective`` is ``"auto"`` (default), another name in
+    ``resprobe.objective.NAMES``, or a callable ``(output, inputs, targets) -> per-sample
+    losses``. ``progress(done, total)`` is called after each batch. A source that is a graph
+    already (an ExportedProgram) is not run: probes that need to run it say so in their notes.
     """
     from .plugins import registry
 
@@ -29,30 +40,41 @@ def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = ("v
     inp = Inputs.of(inputs) if inputs is not None else loaded.inputs or Inputs()
     graph = loaded.graph if loaded.graph is not None else capture(loaded.model, inp)
     blocks = find_blocks(graph)
-    ctx = ProbeContext(loaded.model, inp, graph, blocks, replayable=loaded.graph is None)
+    if isinstance(data, str):
+        data = load_data(data, inp, tokenizer=loaded.tokenizer)
+    elif data is None:
+        data = example_data(inp, "the example inputs given" if inputs is not None
+                            else loaded.inputs_description or "the source's example inputs")
+    ctx = ProbeContext(loaded.model, inp, graph, blocks, replayable=loaded.graph is None, data=data,
+                       objective=objective, settings=settings or Settings(), progress=progress)
     results = [reg.get("probe", name).run(ctx) for name in probes]
+    measured = ctx.cache.get("measurement")
     return Report(
-        model=_model(loaded, inp, graph.device),
+        model=_model(loaded, inp, graph.device, ctx.settings.dtype),
         graph={"model": graph.model, "nodes": len(graph), "edges": len(graph.edges),
                "capture_seconds": round(graph.seconds, 4), "notes": list(graph.notes)},
         streams=[{"id": s.id, "blocks": list(s.blocks)} for s in streams(blocks)],
         blocks=[_block(b.to_dict(), results) for b in blocks],
         results=results, notes=loaded.notes,
+        objective=None if measured is None else measured.objective,
+        data=None if measured is None else measured.data,
     )
 
 
 def _block(d: dict[str, Any], results: list[ProbeResult]) -> dict[str, Any]:
     d["metrics"] = {r.probe: r.blocks[d["name"]] for r in results if d["name"] in r.blocks}
+    d["label"] = d["metrics"].get("refinement", {}).get("label")
     return d
 
 
-def _model(loaded: Loaded, inp: Inputs, device: str) -> dict[str, Any]:
+def _model(loaded: Loaded, inp: Inputs, device: str, dtype: str) -> dict[str, Any]:
     params = list(loaded.model.parameters())
     return {
         "source": loaded.source, "class": type(loaded.model).__name__,
         "parameters": sum(p.numel() for p in params), "weights": loaded.weights,
         "description": loaded.description, "inputs": _describe(inp), "device": device,
         "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
+        "autocast": None if dtype == "float32" else dtype,
     }
 
 

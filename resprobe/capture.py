@@ -6,19 +6,19 @@ import functools
 import inspect
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._recorder import Recorder, Watcher, gather_tensors, module_scopes
+from ._recorder import Recorder, Rewrite, Watcher, gather_tensors, module_scopes
 from .errors import CaptureError, InputsError
 from .graph import Graph
 from .inputs import Inputs
 
-__all__ = ["capture", "unwrap"]
+__all__ = ["ModuleTree", "capture", "forward", "output_tensors", "preserved", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
@@ -54,23 +54,19 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = F
     if not isinstance(model, nn.Module):
         raise InputsError(f"expected a torch.nn.Module to capture, got {type(model).__name__}")
     model, notes = unwrap(model)
-    tree = _Tree(model)
+    tree = ModuleTree(model)
     tensors: list[Tensor] = list(tree.params.values())
     inp = _to_meta_if_needed(tensors, Inputs.of(inputs), notes)
     tensors += gather_tensors(list(inp.args) + list(inp.kwargs.values()), [])
-    recorder = Recorder({id(p): n for n, p in tree.params.items()},
-                        {id(b): n for n, b in tree.buffers.items()}, watcher)
     start = time.perf_counter()
     with ExitStack() as stack:
-        restored = stack.enter_context(_preserved(model, tree, train))
-        stack.enter_context(module_scopes(tree.by_path, recorder))
+        restored = stack.enter_context(preserved(model, tree, train))
         cuda = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
         stack.enter_context(torch.random.fork_rng(devices=cuda))
         stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
-        _add_inputs(recorder, model, inp)
-        out = _run(model, inp, recorder)
+        out, recorder = forward(model, tree, inp, watcher=watcher)
         outputs = tuple(dict.fromkeys(
-            i for i in (recorder.producer(t) for t in _output_tensors(out)) if i is not None))
+            i for i in (recorder.producer(t) for t in output_tensors(out)) if i is not None))
         del out
     seconds = time.perf_counter() - start
     notes += restored + _value_read_notes(recorder)
@@ -81,6 +77,19 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = F
         param_sizes={n: p.numel() for n, p in tree.params.items()},
         device=str(tensors[0].device) if tensors else "cpu", seconds=seconds,
     )
+
+
+def forward(model: nn.Module, tree: ModuleTree, inp: Inputs, *, watcher: Watcher | None = None,
+            rewrite: Callable[[Recorder], dict[int, Rewrite]] | None = None) -> tuple[Any, Recorder]:
+    """Run ``model`` once under a fresh recorder (the caller holds ``preserved``); its output
+    and the recorder, whose node ids match a ``capture`` of the same pass. ``rewrite`` makes
+    the recorder's rewrite table (ops replaced by node id)."""
+    recorder = Recorder(tree.param_ids, tree.buffer_ids, watcher)
+    if rewrite is not None:
+        recorder.rewrite = rewrite(recorder)
+    with module_scopes(tree.by_path, recorder):
+        _add_inputs(recorder, model, inp)
+        return _run(model, inp, recorder), recorder
 
 
 def _run(model: nn.Module, inp: Inputs, recorder: Recorder) -> Any:
@@ -139,7 +148,7 @@ def _forward_params(forward: Any) -> tuple[str, ...]:
     return tuple(names[1:] if names and names[0] == "self" else names)
 
 
-def _output_tensors(out: Any) -> list[Tensor]:
+def output_tensors(out: Any) -> list[Tensor]:
     acc: list[Tensor] = []
     stack = [out]
     while stack:
@@ -153,7 +162,7 @@ def _output_tensors(out: Any) -> list[Tensor]:
     return acc
 
 
-class _Tree:
+class ModuleTree:
     """One walk over the module tree: paths, classes, parameters and buffers by dotted name."""
 
     def __init__(self, model: nn.Module):
@@ -176,6 +185,8 @@ class _Tree:
                 if b is not None and id(b) not in seen:
                     seen.add(id(b))
                     self.buffers[prefix + name] = b
+        self.param_ids = {id(p): n for n, p in self.params.items()}
+        self.buffer_ids = {id(b): n for n, b in self.buffers.items()}
 
 
 # Module attributes torch manages (parameters, buffers, submodules, hooks) or that we set:
@@ -184,7 +195,7 @@ _MANAGED = frozenset(nn.Module().__dict__) | {"forward"}
 _MISSING = object()
 
 
-def _attributes(tree: _Tree) -> list[tuple[str, nn.Module, dict[str, tuple[Any, Any]]]]:
+def _attributes(tree: ModuleTree) -> list[tuple[str, nn.Module, dict[str, tuple[Any, Any]]]]:
     """Each module's plain attributes, with a shallow copy of every dict, list and set."""
     snap = []
     for path, m in tree.by_path.items():
@@ -226,7 +237,7 @@ def _refilled(value: Any, copy: Any) -> bool:
 
 
 @contextmanager
-def _preserved(model: nn.Module, tree: _Tree, train: bool) -> Iterator[list[str]]:
+def preserved(model: nn.Module, tree: ModuleTree, train: bool) -> Iterator[list[str]]:
     """Eval mode (unless ``train``) for the run; afterwards training flags, buffers and plain
     attributes (caches a forward pass fills) as found."""
     flags = [(m, m.training) for m in tree.modules]

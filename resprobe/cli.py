@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,18 @@ from typing import Any
 import click
 
 from ._version import __version__
+from .analyze import DEFAULT_PROBES
 from .analyze import analyze as run_analysis
 from .blocks import Block, find_blocks, streams
 from .capture import capture
 from .errors import InputsError, ResprobeError, UsageError
 from .graph import Graph
+from .data import example_data, load_data
 from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
 from .load import Loaded, load
+from .measure import DTYPES, Settings
+from .objective import NAMES as OBJECTIVES
+from .report import Report
 from .plugins import DISABLE_ENV, Registry
 from .verify import BlockCheck, verify_blocks
 
@@ -88,8 +94,8 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "several positional inputs."),
         click.option("--inputs", "inputs_file", metavar="FILE",
                      help="Example inputs saved with torch.save: a tensor, tuple or dict."),
-        click.option("--device", default="cpu", show_default=True, metavar="auto|cpu|cuda[:N]",
-                     help="Where to run the model."),
+        click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+                     help="Where to run the model (auto: the first GPU when there is one)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs."),
         click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
     ]
@@ -104,6 +110,16 @@ class _Session:
     def __init__(self, ctx: click.Context, quiet: bool):
         self.ctx = ctx
         self.quiet = quiet
+        self.inputs_description = ""
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Callable[[int, int], None] | None]:
+        """A progress bar over batches on stderr (none when quiet or for a single batch)."""
+        if self.quiet or total < 2:
+            yield None
+            return
+        with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr")) as bar:
+            yield lambda done, _total: bar.update(done - bar.pos)
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -117,6 +133,9 @@ class _Session:
             torch.manual_seed(seed)
             given = load_inputs(inputs_file) if inputs_file else (
                 Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else None)
+        if given is not None:
+            self.inputs_description = (f"inputs from {inputs_file}" if inputs_file
+                                       else f"random inputs of shape {', '.join(shapes)}")
         self.say(f"loading {source}")
         loaded = load(source, arch=arch, trust=trust, plugins=_registry(self.ctx))
         inputs = given or loaded.inputs
@@ -128,6 +147,9 @@ class _Session:
                                   "or --inputs FILE")
             inputs, how = guess
             self.say(f"inputs: {how}")
+            self.inputs_description = how
+        elif given is None:
+            self.inputs_description = loaded.inputs_description
         loaded, inputs = _to_device(loaded, inputs or Inputs(), device)
         return loaded, inputs
 
@@ -153,37 +175,95 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
               help="Directory to write the report into.")
 @click.option("--format", "formats", multiple=True, default=("json",), show_default=True,
               help="Exporter plugin(s) to write the report with.")
+@click.option("--probe", "probes", multiple=True, default=DEFAULT_PROBES, show_default=True,
+              help="Probe plugin(s) to run (repeatable), e.g. --probe attribution; see `resprobe plugins`.")
+@click.option("--data", metavar="PATH",
+              help="Measure on this data instead of the example inputs: a torch.save file (tensor, "
+                   "(inputs, targets) or dict of named inputs), an image folder (sub-folders = "
+                   "classes), or a .txt file, one sample per line, for a source with a tokenizer.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Samples per batch when reading --data.")
+@click.option("--max-samples", type=click.IntRange(min=1), metavar="N", help="Use at most N samples of --data.")
+@click.option("--objective", default="auto", show_default=True, metavar="NAME|module:callable",
+              help=f"What gradients are taken of: {', '.join(OBJECTIVES)}, or package.module:callable "
+                   "returning one loss per sample from (output, inputs, targets).")
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
+              help="Run the model under autocast in this dtype (statistics stay float32).")
+@click.option("--train", is_flag=True,
+              help="Measure in train mode (dropout, batch statistics); buffers are restored afterwards.")
+@click.option("--refine-ratio", type=float, default=1.0, show_default=True,
+              help="A block refines when its update ratio is below this ...")
+@click.option("--refine-influence", type=float, default=0.5, show_default=True,
+              help="... and its block influence 1 - cos(skip, output) is below this; else it rebuilds.")
 @click.pass_context
 def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
             inputs_file: str | None, device: str, seed: int, quiet: bool, out: str,
-            formats: tuple[str, ...]) -> None:
+            formats: tuple[str, ...], probes: tuple[str, ...], data: str | None, batch_size: int,
+            max_samples: int | None, objective: str, dtype: str, train: bool, refine_ratio: float,
+            refine_influence: float) -> None:
     """Analyse SOURCE and write a report directory (report.json).
 
     Captures one forward pass, finds every residual block and stream, checks each block on
-    real values, and writes everything measured to DIR. SOURCE: torchvision:NAME, timm:NAME,
-    hf:DIR, a model file, or package.module:callable (default: the bundled example).
+    real values, then measures every block as a refinement step and the gradient flow along
+    each stream (one instrumented forward + backward per batch), and writes everything to DIR.
+    SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
+    (default: the bundled example).
     """
     session = _Session(ctx, quiet)
     loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
+                         max_samples=max_samples) if data else
+               example_data(inputs, session.inputs_description or "the source's example inputs"))
+    settings = Settings(dtype=dtype, train=train, refine_ratio=refine_ratio, refine_influence=refine_influence)
     session.say(f"capturing one forward pass of {type(loaded.model).__name__} and finding blocks")
-    report = run_analysis(loaded, inputs, plugins=_registry(ctx))
+    with session.progress(batches.batches, "measuring") as progress:
+        report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,
+                              objective=_objective(objective), settings=settings, progress=progress)
     written = report.save(out, formats, plugins=_registry(ctx))
+    click.echo(_summary(report))
+    for path in written:
+        click.echo(f"wrote {path}")
+    check = report.result("verify")
+    if check and check.summary["passed"] < check.summary["checked"]:
+        from .errors import VerificationError
+
+        raise VerificationError(f"{check.summary['checked'] - check.summary['passed']} block(s) failed "
+                                "the numerical check; see the verify results in the report")
+
+
+def _objective(spec: str) -> Any:
+    """A built-in objective name, or the callable named by package.module:callable."""
+    if spec in OBJECTIVES or ":" not in spec:
+        return spec
+    from .load import resolve_callable
+
+    return resolve_callable(spec, "objective")
+
+
+def _summary(report: Report) -> str:
     blocks = report.blocks
     residual = [b for b in blocks if b["skip"] != "concat"]
     check = report.result("verify")
     verified = ""
     if check and check.summary["checked"]:
         verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
-    click.echo(f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
-               f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
-               f"skip(s){verified}")
-    for path in written:
-        click.echo(f"wrote {path}")
-    if check and check.summary["passed"] < check.summary["checked"]:
-        from .errors import VerificationError
-
-        raise VerificationError(f"{check.summary['checked'] - check.summary['passed']} block(s) failed "
-                                "the numerical check; see the verify results in the report")
+    line = (f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
+            f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
+            f"skip(s){verified}")
+    refinement = report.result("refinement")
+    if refinement and refinement.summary.get("measured"):
+        s = refinement.summary
+        line += f"\nrefinement: {s['refine']} refine, {s['rebuild']} rebuild"
+        if report.data:
+            line += f" (on {report.data['measured_samples']} sample(s): {report.data['description']})"
+    gradients = report.result("gradients")
+    if gradients and gradients.summary.get("measured") and report.objective:
+        gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
+        line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
+                 f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
+    for r in report.results:
+        line += "".join(f"\nnote ({r.probe}): {n}" for n in r.notes)
+    return line
 
 
 @main.command()

@@ -70,4 +70,5 @@ def digits_resnet() -> Loaded:
         model.eval(), Inputs((batch["images"],)), weights="trained",
         description=f"DigitsResNet trained on scikit-learn's digits ({accuracy:.1%} held-out "
                     "accuracy); inputs: 16 held-out 8x8 digit images",
+        inputs_description="16 held-out 8x8 digit images",
     )

@@ -59,6 +59,14 @@ class Inputs:
 
         return Inputs(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()})
 
+    def repeat(self, times: int) -> Inputs:
+        """The batch ``times`` over, stacked along the first dimension of every batched tensor."""
+
+        def rep(v: Any) -> Any:
+            return torch.cat([v] * times) if isinstance(v, torch.Tensor) and v.dim() else v
+
+        return Inputs(tuple(rep(a) for a in self.args), {k: rep(v) for k, v in self.kwargs.items()})
+
     def named(self) -> list[tuple[str, Any]]:
         """Each argument with a display name: its position or its keyword."""
         return [(str(i), a) for i, a in enumerate(self.args)] + list(self.kwargs.items())

@@ -10,18 +10,20 @@ from typing import Any
 
 from torch import nn
 
-from .errors import SourceError
+from .errors import SourceError, UsageError
 from .graph import Graph
 from .inputs import Inputs
 
-__all__ = ["Loaded", "load"]
+__all__ = ["Loaded", "load", "resolve_callable"]
 
 @dataclass(frozen=True)
 class Loaded:
     """A model built from a source, the example inputs the source supplied (if any), and
     where its weights came from: ``"trained"``, ``"random"`` (freshly initialised) or
     ``"unknown"``. Adapters and factories return one; ``load`` fills in ``source``. ``graph``
-    is set when the source was a graph already and must not be run (an ExportedProgram)."""
+    is set when the source was a graph already and must not be run (an ExportedProgram).
+    ``inputs_description`` says what the example inputs are; ``tokenizer`` (a Hugging Face
+    tokenizer or any callable alike) lets ``--data`` read text files."""
 
     model: nn.Module
     inputs: Inputs | None = None
@@ -30,6 +32,8 @@ class Loaded:
     source: str = ""
     notes: tuple[str, ...] = ()
     graph: Graph | None = None  # set when the source is a graph already (ExportedProgram, TorchScript)
+    inputs_description: str = ""  # what the example inputs are, e.g. "random images made by the adapter"
+    tokenizer: Any = None  # turns text into inputs (``tokenizer(lines, padding=True, ...)``), if the source has one
 
 
 def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:
@@ -82,6 +86,26 @@ def _from_callable(source: str, module_name: str, attr: str, adapters: list[str]
             "with no arguments"
         ) from err
     return _unpack(source, made)
+
+
+def resolve_callable(spec: str, what: str) -> Any:
+    """The callable named by ``package.module:callable`` (the current directory is importable)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or not all(
+            part.isidentifier() for part in module_name.split(".") + attr.split(".")):
+        raise UsageError(f"cannot read {what} {spec!r}; write it as package.module:callable")
+    sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UsageError(f"{what} {spec}: cannot import {module_name!r} ({err})") from err
+    finally:
+        sys.path.pop(0)
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if not callable(obj):
+        raise UsageError(f"{what} {spec}: no callable {attr!r} in {module_name!r}")
+    return obj
 
 
 def _resolve(module_name: str, attr: str, adapters: list[str]) -> Any:

@@ -11,7 +11,7 @@ from .errors import UsageError
 
 __all__ = ["SCHEMA", "ProbeResult", "Report"]
 
-SCHEMA = 1
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Report:
     blocks: list[dict[str, Any]]
     results: list[ProbeResult] = field(default_factory=list)
     notes: tuple[str, ...] = ()
+    objective: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
     resprobe_version: str = __version__
     schema: int = SCHEMA
 
@@ -56,6 +58,8 @@ class Report:
             "model": dict(self.model), "graph": dict(self.graph),
             "streams": [dict(s) for s in self.streams], "blocks": [dict(b) for b in self.blocks],
             "results": [r.to_dict() for r in self.results], "notes": list(self.notes),
+            "objective": None if self.objective is None else dict(self.objective),
+            "data": None if self.data is None else dict(self.data),
         }
 
     @classmethod
@@ -65,7 +69,8 @@ class Report:
                              f"it was written by resprobe {d.get('resprobe_version', '?')}")
         return cls(dict(d["model"]), dict(d["graph"]), [dict(s) for s in d["streams"]],
                    [dict(b) for b in d["blocks"]], [ProbeResult.from_dict(r) for r in d["results"]],
-                   tuple(d.get("notes", ())), d["resprobe_version"], d["schema"])
+                   tuple(d.get("notes", ())), d.get("objective"), d.get("data"),
+                   d["resprobe_version"], d["schema"])
 
     def save(self, directory: str | Path, formats: tuple[str, ...] = ("json",),
              plugins: Any = None) -> list[Path]:

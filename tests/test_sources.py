@@ -43,7 +43,7 @@ def test_report_json_round_trips(tmp_path: Path) -> None:
     (path2,) = again.save(tmp_path / "again")
     assert path2.read_text() == path.read_text()
     data = json.loads(path.read_text())
-    assert data["schema"] == 1 and {"model", "graph", "streams", "blocks", "results"} <= set(data)
+    assert data["schema"] == 2 and {"model", "graph", "streams", "blocks", "results"} <= set(data)
     data["schema"] = 99
     with pytest.raises(resprobe.UsageError, match="schema 99"):
         Report.from_dict(data)

@@ -45,7 +45,19 @@ class HFAdapter:
             weights, how = "random", "random weights (the directory holds none)"
         model.eval()
         return resprobe.Loaded(model, resprobe.Inputs((), _inputs(model, config)), weights,
-                               f"transformers {type(model).__name__} from {path}, {how}")
+                               f"transformers {type(model).__name__} from {path}, {how}",
+                               inputs_description="random inputs made by the adapter from the config",
+                               tokenizer=_tokenizer(transformers, path))
+
+
+def _tokenizer(transformers: Any, path: Path) -> Any:
+    """The folder's own tokenizer, or None when it holds no tokenizer files."""
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - a folder without a usable tokenizer simply has none
+        return None
 
 
 def _inputs(model: Any, config: Any) -> dict[str, torch.Tensor]:

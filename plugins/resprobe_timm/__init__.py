@@ -29,7 +29,8 @@ class TimmAdapter:
         size = timm.data.resolve_data_config({}, model=model)["input_size"]
         x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
         return resprobe.Loaded(model, resprobe.Inputs((x,)), "random",
-                               f"timm {name} with random weights, input {tuple(x.shape)}")
+                               f"timm {name} with random weights, input {tuple(x.shape)}",
+                               inputs_description="a random image batch made by the adapter")
 
 
 adapter = TimmAdapter()

@@ -29,7 +29,8 @@ class TorchvisionAdapter:
             raise resprobe.SourceError(f"torchvision has no model {name!r}; {hint}")
         model = torchvision.models.get_model(name, weights=None).eval()
         return resprobe.Loaded(model, self._inputs(torchvision, name), "random",
-                               f"torchvision {name} with random weights")
+                               f"torchvision {name} with random weights",
+                               inputs_description="random inputs made by the adapter")
 
     @staticmethod
     def _inputs(torchvision: object, name: str) -> resprobe.Inputs:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from ..blocks import Block
+from ..data import Data, example_data
 from ..graph import Graph
 from ..inputs import Inputs
+from ..measure import Measurement, Settings, measure
 
 __all__ = ["ProbeContext"]
 
@@ -16,10 +20,40 @@ __all__ = ["ProbeContext"]
 @dataclass(frozen=True)
 class ProbeContext:
     """What a probe works on. ``replayable`` is False when the graph was read from a file
-    (an ExportedProgram or TorchScript archive) rather than recorded from ``model``."""
+    (an ExportedProgram or TorchScript archive) rather than recorded from ``model``.
+
+    ``measurement()`` runs the shared instrumented pass over ``data`` once (the refinement
+    and gradient probes both read it); ``objective`` is a name or a callable
+    (see ``resprobe.objective``)."""
 
     model: nn.Module
     inputs: Inputs
     graph: Graph
     blocks: list[Block]
     replayable: bool = True
+    data: Data | None = None
+    objective: Any = None
+    settings: Settings = field(default_factory=Settings)
+    progress: Callable[[int, int], None] | None = None
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def measurable(self) -> str | None:
+        """Why the model cannot be run for measurement, or None when it can."""
+        if not self.replayable:
+            return "the graph was read from a file, not recorded from a runnable model"
+        if self.graph.device == "meta":
+            return "the model has no values (meta device)"
+        if not any(b.is_residual for b in self.blocks):
+            return "there are no residual blocks"
+        return None
+
+    def measurement(self) -> Measurement:
+        """The shared measurement (computed on first use)."""
+        if "measurement" not in self.cache:
+            data = self.data or example_data(self.inputs)
+            self.cache["measurement"] = measure(self.model, self.graph, self.blocks, data,
+                                                objective=self.objective, settings=self.settings,
+                                                progress=self.progress)
+        got: Measurement = self.cache["measurement"]
+        return got

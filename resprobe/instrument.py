@@ -1,0 +1,331 @@
+"""Gates at the detected joins: one recorded pass where each ``y = s + b`` becomes
+``gate(s) + gate(b)``, and each block's input is gated where the skip and the branch read it.
+
+A gate is an identity ``autograd.Function``; its backward hands the incoming gradient to a
+listener and multiplies it by a scale read at backward time (default 1). The branch can also
+be scaled in the forward pass (0 deletes the block). Nothing is installed on the model: the
+gates live in the recorder's rewrite table for one pass, and in-place joins (``out += x``)
+are computed out of place inside that pass only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from ._recorder import Recorder, Rewrite, Watcher, _op_names
+from .blocks import Block
+from .graph import Graph
+
+__all__ = ["Gate", "Gated", "Instrument", "Listener", "Mismatch", "gated"]
+
+SKIP, BRANCH = "skip", "branch"
+
+
+class Listener(Protocol):
+    """What an instrumented pass reports; every tensor stays on the model's device."""
+
+    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor) -> None:
+        """Forward: block ``i`` joined skip ``s`` and branch ``b`` into ``y``."""
+
+    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
+        """Backward: the gradient reaching block ``i``'s join output (with its branch output)."""
+
+    def entered(self, i: int, role: str, grad: Tensor) -> None:
+        """Backward: gradient reaching block ``i``'s input through its skip or its branch."""
+
+    def node(self, node_id: int, out: Tensor) -> None:
+        """Forward: the output of a node asked for in ``Instrument(watch=...)``."""
+
+
+class Gate(torch.autograd.Function):
+    """Identity in the forward pass; the backward calls ``tap(grad)`` and passes on what it
+    returns. ``anchor`` (a scalar that requires grad) keeps the gate in the autograd graph even
+    when nothing before it requires grad."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, anchor: Tensor, tap: Callable[[Tensor], Tensor]) -> Tensor:
+        ctx.tap = tap
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.tap(grad), None, None
+
+
+@dataclass
+class Mismatch:
+    """Where an instrumented pass left the captured graph (control flow that changed)."""
+
+    node: int
+    expected: str
+    got: str
+
+
+@dataclass
+class _Site:
+    block: Block
+    index: int
+    # consumers of other blocks' inputs this join also is: (fork, role, block index)
+    roles: list[tuple[int, str, int]] = field(default_factory=list)
+
+
+class Instrument:
+    """The plan for gating ``blocks`` of ``graph`` (residual blocks only; concat skips are
+    not refinement steps). ``watch`` names nodes whose outputs the listener receives.
+
+    Scales (read when used, so they can change between passes): ``branch_forward[i]`` multiplies
+    block i's branch before the join (a float, or a tensor broadcast against the branch from
+    the left, e.g. one value per sample); ``skip_backward[i]`` / ``branch_backward[i]`` multiply
+    the gradient leaving the join through the skip / the branch.
+    """
+
+    def __init__(self, graph: Graph, blocks: list[Block], watch: tuple[int, ...] = ()):
+        self.graph = graph
+        self.blocks = [b for b in blocks if b.is_residual]
+        self.watch = frozenset(watch)
+        self.sites = {b.join: _Site(b, i) for i, b in enumerate(self.blocks)}
+        self.consumers: dict[int, list[tuple[int, str, int]]] = {}
+        readers: dict[int, list[int]] = {b.fork: [] for b in self.blocks}
+        for node in graph.nodes:
+            for i in dict.fromkeys(node.inputs):
+                if i in readers:
+                    readers[i].append(node.id)
+        for i, b in enumerate(self.blocks):
+            skip, branch = set(b.skip) | {b.join}, set(b.branch)
+            for c in readers[b.fork]:
+                role = BRANCH if c in branch else SKIP if c in skip else None
+                if role is None:
+                    continue
+                if c in self.sites:
+                    self.sites[c].roles.append((b.fork, role, i))
+                else:
+                    self.consumers.setdefault(c, []).append((b.fork, role, i))
+        self.last: _Pass | None = None
+        self.branch_forward: dict[int, float | Tensor] = {}
+        self.skip_backward: dict[int, float | Tensor] = {}
+        self.branch_backward: dict[int, float | Tensor] = {}
+
+    def rewrites(self, recorder: Recorder, listener: Listener, anchor: Tensor,
+                 mismatches: list[Mismatch]) -> dict[int, Rewrite]:
+        """The recorder's rewrite table for one pass."""
+        pass_ = _Pass(self, recorder, listener, anchor, mismatches)
+        self.last = pass_
+        table: dict[int, Rewrite] = {}
+        for nid, site in self.sites.items():
+            table[nid] = pass_.join(nid, site)
+        for nid, roles in self.consumers.items():
+            table[nid] = pass_.consumer(nid, roles)
+        return table
+
+    def check(self, recorder: Recorder, mismatches: list[Mismatch]) -> bool:
+        """After a pass: whether it followed the graph and every join was gated."""
+        if mismatches:
+            return False
+        ops = recorder.ops()
+        if ops != [n.op for n in self.graph.nodes]:
+            at = next((k for k, (a, b) in enumerate(zip(ops, self.graph.nodes)) if a != b.op),
+                      min(len(ops), len(self.graph.nodes)))
+            mismatches.append(Mismatch(at, self.graph.nodes[at].op if at < len(self.graph.nodes) else "the end",
+                                       ops[at] if at < len(ops) else "the end"))
+            return False
+        applied = self.last.applied if self.last is not None else set()
+        missed = [nid for nid in self.sites if nid not in applied]
+        for nid in missed:
+            mismatches.append(Mismatch(nid, "a join of the graph's skip and branch", "other operands"))
+        return not missed
+
+    def watcher(self, listener: Listener) -> Watcher | None:
+        """A recorder watcher that hands the watched nodes' outputs to ``listener``."""
+        return _Watch(self.watch, listener) if self.watch else None
+
+
+class _Watch:
+    def __init__(self, watch: frozenset[int], listener: Listener):
+        self.watch = watch
+        self.listener = listener
+
+    def before(self, next_id: int, op: str, tensors: list[Tensor], producers: list[int | None]) -> None:
+        pass
+
+    def after(self, node_id: int, output: Tensor) -> None:
+        if node_id in self.watch:
+            self.listener.node(node_id, output)
+
+
+_INPLACE_JOINS = frozenset({"Tensor.add_", "Tensor.__iadd__"})
+
+
+class _Pass:
+    """The rewrites of one instrumented pass (they share its listener and anchor)."""
+
+    def __init__(self, plan: Instrument, recorder: Recorder, listener: Listener, anchor: Tensor,
+                 mismatches: list[Mismatch]):
+        self.plan = plan
+        self.recorder = recorder
+        self.listener = listener
+        self.anchor = anchor
+        self.mismatches = mismatches
+        self.applied: set[int] = set()
+
+    def _expected(self, nid: int, func: Any) -> bool:
+        """Whether ``func`` is the op the graph has at ``nid`` (an op that returns its input,
+        such as ``x.contiguous()``, makes no node and may come first with the same id)."""
+        return bool(_op_names(func)[0] == self.plan.graph.nodes[nid].op)
+
+    def _tap(self, sinks: list[tuple[str, int]], scale: Callable[[], float | Tensor | None] | None = None,
+             delta: tuple[int, Tensor] | None = None) -> Callable[[Tensor], Tensor]:
+        listener = self.listener
+
+        def tap(grad: Tensor) -> Tensor:
+            if delta is not None:
+                listener.delta(delta[0], grad, delta[1])
+            for role, i in sinks:
+                listener.entered(i, role, grad)
+            k = scale() if scale is not None else None
+            return grad if k is None else grad * k
+
+        return tap
+
+    def join(self, nid: int, site: _Site) -> Rewrite:
+        b, i = site.block, site.index
+        plan = self.plan
+
+        def rewrite(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if not self._expected(nid, func):
+                return func, args, kwargs
+            pos = {self.recorder.producer(a): k for k, a in enumerate(args) if isinstance(a, Tensor)}
+            sp, bp = pos.get(b.skip_operand), pos.get(b.branch_operand)
+            if sp is None or bp is None or not args[sp].is_floating_point():
+                return func, args, kwargs
+            self.applied.add(nid)
+            s, br = args[sp], args[bp]
+            roles = [(role, j) for fork, role, j in site.roles if self.recorder.producer(s) == fork]
+            sinks_b = [(role, j) for fork, role, j in site.roles if self.recorder.producer(br) == fork]
+            skip_tap = self._tap(roles, lambda: plan.skip_backward.get(i))
+            keep = br.detach().clone() if (sp == 0 or bp == 0) and _op_names(func)[0] == "Tensor.add_" \
+                else br.detach()
+            branch_tap = self._tap(sinks_b, lambda: plan.branch_backward.get(i), (i, keep))
+            name = _op_names(func)[0]
+
+            def joined(*a: Any, **k: Any) -> Any:
+                scale = plan.branch_forward.get(i)
+                written = name == "Tensor.add_" and bp == 0  # the branch is written in place below
+                bb = br if scale is None else (br.clone() if written else br) * _left(scale, br)
+                gated = list(args)
+                gated[sp] = Gate.apply(s, self.anchor, skip_tap)
+                gated[bp] = Gate.apply(bb, self.anchor, branch_tap)
+                y = torch.add(*gated[:2], **kwargs) if name in _INPLACE_JOINS else func(*gated, **kwargs)
+                self.listener.joined(i, s, br, y)
+                if name == "Tensor.add_":  # written in place by the model: keep it so
+                    args[0].copy_(y)
+                    return args[0]
+                return y
+
+            return joined, args, kwargs
+
+        return rewrite
+
+    def consumer(self, nid: int, roles: list[tuple[int, str, int]]) -> Rewrite:
+        def rewrite(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if not self._expected(nid, func) or _op_names(func)[0].endswith("_"):
+                return func, args, kwargs
+            taps: dict[int, Callable[[Tensor], Tensor]] = {}
+            for fork in dict.fromkeys(f for f, _, _ in roles):
+                taps[fork] = self._tap([(role, j) for f, role, j in roles if f == fork])
+            gated_args = self._gated(args, taps)
+            gated_kwargs = {k: self._gated_one(v, taps) for k, v in kwargs.items()}
+            if any(a is not b for a, b in zip(gated_args, args)) or any(
+                    gated_kwargs[k] is not v for k, v in kwargs.items()):
+                self.applied.add(nid)
+            return func, gated_args, gated_kwargs
+
+        return rewrite
+
+    def _gated(self, args: tuple[Any, ...], taps: dict[int, Callable[[Tensor], Tensor]]) -> tuple[Any, ...]:
+        return tuple(self._gated_one(a, taps) for a in args)
+
+    def _gated_one(self, a: Any, taps: dict[int, Callable[[Tensor], Tensor]]) -> Any:
+        if isinstance(a, Tensor):
+            tap = taps.get(self.recorder.producer(a))  # type: ignore[arg-type]
+            return a if tap is None or not a.is_floating_point() else Gate.apply(a, self.anchor, tap)
+        if type(a) is list or type(a) is tuple:
+            return type(a)(self._gated_one(v, taps) for v in a)
+        return a
+
+
+def _left(scale: float | Tensor, like: Tensor) -> float | Tensor:
+    """``scale`` shaped to broadcast against ``like`` from the left (one value per sample)."""
+    if isinstance(scale, Tensor) and scale.dim() and scale.dim() < like.dim():
+        return scale.reshape(*scale.shape, *([1] * (like.dim() - scale.dim())))
+    return scale
+
+
+class _Silent:
+    """A listener that keeps nothing (for passes that only need the output)."""
+
+    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor) -> None:
+        pass
+
+    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
+        pass
+
+    def entered(self, i: int, role: str, grad: Tensor) -> None:
+        pass
+
+    def node(self, node_id: int, out: Tensor) -> None:
+        pass
+
+
+class Gated:
+    """The model with a scale on every residual branch (see ``gated``)."""
+
+    def __init__(self, model: Any, tree: Any, plan: Instrument):
+        self.model, self.tree, self.plan = model, tree, plan
+        self.names = [b.name for b in plan.blocks]
+
+    def run(self, inputs: Any, scales: Tensor | None = None) -> Any:
+        """The model's output on ``inputs`` with block i's branch multiplied by ``scales[..., i]``
+        (shape ``[n_blocks]``, or ``[N, n_blocks]`` for one scale per sample; None = 1).
+        Gradients flow to ``scales``. Raises ``AnalysisError`` if the model took another path
+        than the captured graph."""
+        from .capture import forward
+        from .errors import AnalysisError
+        from .inputs import Inputs
+
+        plan = self.plan
+        plan.branch_forward.clear()
+        if scales is not None:
+            for i in range(len(self.names)):
+                plan.branch_forward[i] = scales[..., i]
+        mismatches: list[Mismatch] = []
+        anchor = torch.zeros(())
+        try:
+            out, recorder = forward(self.model, self.tree, Inputs.of(inputs),
+                                    rewrite=lambda rec: plan.rewrites(rec, _Silent(), anchor, mismatches))
+        finally:
+            plan.branch_forward.clear()
+        if not plan.check(recorder, mismatches):
+            m = mismatches[0]
+            raise AnalysisError(f"the model took a different path than when it was captured (node {m.node}: "
+                                f"expected {m.expected}, got {m.got}); capture it on inputs of the same kind")
+        return out
+
+
+@contextmanager
+def gated(model: Any, graph: Graph, blocks: list[Block], *, train: bool = False) -> Iterator[Gated]:
+    """A scope in which ``g.run(inputs, scales)`` runs ``model`` with each residual branch
+    of ``blocks`` scaled (0 deletes a block, 1 leaves it). The model is restored on exit
+    (training flags, buffers, RNG state); nothing stays installed on it."""
+    from .capture import ModuleTree, preserved, unwrap
+
+    model, _ = unwrap(model)
+    tree = ModuleTree(model)
+    devices = sorted({p.device.index or 0 for p in tree.params.values() if p.is_cuda})
+    with preserved(model, tree, train), torch.random.fork_rng(devices=devices):
+        yield Gated(model, tree, Instrument(graph, blocks))

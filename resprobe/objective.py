@@ -1,0 +1,142 @@
+"""The objective a gradient is taken of: one loss per sample, chosen from the output and data.
+
+``auto`` picks, in order: the task loss when the data carries targets (cross-entropy for
+integer targets, mean squared error for float ones); cross-entropy against the model's own
+prediction for a classifier (output ``[N, C]``); next-token cross-entropy on the input for a
+language model (logits ``[N, T, V]`` and ``input_ids``); otherwise half the mean square of the
+output (its gradient is the output itself). Per-sample losses are summed, so gradient
+statistics do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import InputsError, UsageError
+from .inputs import Inputs
+
+__all__ = ["NAMES", "Objective", "choose_objective", "main_output"]
+
+NAMES = ("auto", "task", "self-ce", "next-token", "square")
+ObjectiveFn = Callable[[Any, Inputs, Any], Tensor]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named objective: ``fn(output, inputs, targets)`` returns one loss per sample."""
+
+    name: str
+    description: str
+    fn: ObjectiveFn
+
+    def losses(self, output: Any, inputs: Inputs, targets: Any) -> Tensor:
+        value = self.fn(output, inputs, targets)
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise UsageError(f"objective {self.name!r} returned {type(value).__name__}, not a float "
+                             "tensor; it must return one loss per sample (or a scalar)")
+        return value.float().reshape(-1)
+
+
+def main_output(output: Any) -> Tensor:
+    """The tensor an objective reads: the output itself, ``.logits``, or the first tensor."""
+    if isinstance(output, Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    values = output.values() if isinstance(output, Mapping) else output if isinstance(
+        output, (list, tuple)) else ()
+    for v in values:
+        if isinstance(v, Tensor) and v.is_floating_point():
+            return v
+        if isinstance(v, (list, tuple, Mapping)):
+            try:
+                return main_output(v)
+            except InputsError:
+                continue
+    raise InputsError(f"the model returned {type(output).__name__} with no float tensor to take "
+                      "an objective of; pass an objective callable")
+
+
+def _task(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    out = main_output(output)
+    t = targets.to(out.device) if isinstance(targets, Tensor) else targets
+    if not isinstance(t, Tensor):
+        raise InputsError("the data's targets are not a tensor")
+    if t.is_floating_point():
+        return 0.5 * (out.float() - t.float()).pow(2).reshape(out.shape[0], -1).mean(1)
+    if out.dim() == t.dim() + 1:
+        ce = F.cross_entropy(out.float().movedim(-1, 1) if out.dim() > 2 else out.float(), t.long(),
+                             reduction="none", ignore_index=-100)
+        return ce.reshape(out.shape[0], -1).mean(1)
+    raise InputsError(f"targets of shape {tuple(t.shape)} do not fit output {tuple(out.shape)}")
+
+
+def _self_ce(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    out = main_output(output).float()
+    return F.cross_entropy(out, out.detach().argmax(-1), reduction="none")
+
+
+def _next_token(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    logits = main_output(output).float()
+    ids = _input_ids(inputs)
+    if ids is None:
+        raise InputsError("next-token loss needs an input_ids input")
+    ce = F.cross_entropy(logits[:, :-1].movedim(-1, 1), ids[:, 1:].to(logits.device).long(), reduction="none")
+    return ce.mean(1)
+
+
+def _square(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    out = main_output(output).float()
+    return 0.5 * out.pow(2).reshape(out.shape[0], -1).mean(1) if out.dim() else 0.5 * out.pow(2).reshape(1)
+
+
+def _input_ids(inputs: Inputs) -> Tensor | None:
+    ids = inputs.kwargs.get("input_ids")
+    if ids is None and inputs.args and isinstance(inputs.args[0], Tensor) and not inputs.args[0].is_floating_point():
+        ids = inputs.args[0]
+    return ids if isinstance(ids, Tensor) and ids.dim() == 2 else None
+
+
+_BUILTIN: dict[str, tuple[str, ObjectiveFn]] = {
+    "task": ("task loss against the data's targets", _task),
+    "self-ce": ("cross-entropy against the model's own prediction", _self_ce),
+    "next-token": ("next-token cross-entropy on the input", _next_token),
+    "square": ("half the mean square of the output (its gradient is the output)", _square),
+}
+
+
+def choose_objective(spec: str | ObjectiveFn | None, output: Any, inputs: Inputs, targets: Any) -> Objective:
+    """The objective for ``spec``: a name in ``NAMES`` (``None`` = ``auto``) or a callable
+    ``(output, inputs, targets) -> losses`` returning one loss per sample (or a scalar)."""
+    if callable(spec):
+        return Objective(getattr(spec, "__name__", "custom"), "a user-supplied callable", spec)
+    name = spec or "auto"
+    if name not in NAMES:
+        raise UsageError(f"unknown objective {name!r}; use one of {', '.join(NAMES)} or a callable")
+    if name == "auto":
+        name = _auto(output, inputs, targets)
+    description, fn = _BUILTIN[name]
+    return Objective(name, description, fn)
+
+
+def _auto(output: Any, inputs: Inputs, targets: Any) -> str:
+    if targets is not None:
+        return "task"
+    try:
+        out = main_output(output)
+    except InputsError:
+        return "square"
+    ids = _input_ids(inputs)
+    named = isinstance(output, Mapping) and "logits" in output or hasattr(output, "logits")
+    if out.dim() == 3 and ids is not None and out.shape[:2] == ids.shape and (
+            named or out.shape[-1] > int(ids.max())):
+        return "next-token"
+    if out.dim() == 2 and out.shape[-1] > 1:
+        return "self-ce"
+    return "square"

@@ -1,0 +1,40 @@
+"""The ``refinement`` probe: each block as a refinement step, from one forward pass."""
+
+from __future__ import annotations
+
+from ..report import ProbeResult
+from . import ProbeContext
+
+__all__ = ["RefinementProbe", "probe"]
+
+KEYS = ("update_ratio", "update_ratio_std", "variance_ratio", "cos_branch_skip", "block_influence", "label")
+
+
+class RefinementProbe:
+    """Per block: update ratio ``‖b‖/‖s‖``, variance ratio, ``cos(b, s)``, block influence
+    ``1 − cos(s, y)`` and a refine/rebuild label; per stream: angular distances between the
+    states along it and block influence per layer (see docs/metrics.md)."""
+
+    name = "refinement"
+    requires: tuple[str, ...] = ()
+    install = ""
+
+    def run(self, context: ProbeContext) -> ProbeResult:
+        why = context.measurable
+        if why is not None:
+            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        m = context.measurement()
+        blocks = {name: {k: v[k] for k in ("samples", *KEYS)} for name, v in m.blocks.items()}
+        labels = [v["label"] for v in blocks.values()]
+        s = context.settings
+        summary = {
+            "measured": sum(v["update_ratio"] is not None for v in blocks.values()),
+            "refine": labels.count("refine"), "rebuild": labels.count("rebuild"),
+            "thresholds": {"update_ratio_below": s.refine_ratio, "block_influence_below": s.refine_influence},
+            "objective": m.objective, "data": m.data, "dtype": s.dtype, "train": s.train,
+            "streams": [{k: st[k] for k in ("id", "states", "angular_distance", "layers")} for st in m.streams],
+        }
+        return ProbeResult(self.name, summary, blocks, m.notes)
+
+
+probe = RefinementProbe()
