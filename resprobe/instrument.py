@@ -288,33 +288,49 @@ class Gated:
     def __init__(self, model: Any, tree: Any, plan: Instrument):
         self.model, self.tree, self.plan = model, tree, plan
         self.names = [b.name for b in plan.blocks]
+        self.mismatches: list[Mismatch] = []
 
     def run(self, inputs: Any, scales: Tensor | None = None) -> Any:
         """The model's output on ``inputs`` with block i's branch multiplied by ``scales[..., i]``
         (shape ``[n_blocks]``, or ``[N, n_blocks]`` for one scale per sample; None = 1).
         Gradients flow to ``scales``. Raises ``AnalysisError`` if the model took another path
         than the captured graph."""
-        from .capture import forward
         from .errors import AnalysisError
         from .inputs import Inputs
+
+        inp = Inputs.of(inputs)
+        out, ok = self._run(inp, scales)
+        if not ok:  # re-capture with the current grad mode; adopt it if its blocks are the same
+            from .blocks import find_blocks
+            from .capture import capture
+
+            graph = capture(self.model, inp, grad=torch.is_grad_enabled())
+            plan = Instrument(graph, find_blocks(graph))
+            if [b.name for b in plan.blocks] == self.names:
+                self.plan = plan
+                out, ok = self._run(inp, scales)
+        if not ok:
+            m = self.mismatches[0]
+            raise AnalysisError(f"the model took a different path than when it was captured (node {m.node}: "
+                                f"expected {m.expected}, got {m.got}); capture it on inputs of the same kind")
+        return out
+
+    def _run(self, inp: Any, scales: Tensor | None) -> tuple[Any, bool]:
+        from .capture import forward
 
         plan = self.plan
         plan.branch_forward.clear()
         if scales is not None:
             for i in range(len(self.names)):
                 plan.branch_forward[i] = scales[..., i]
-        mismatches: list[Mismatch] = []
+        self.mismatches = []
         anchor = torch.zeros(())
         try:
-            out, recorder = forward(self.model, self.tree, Inputs.of(inputs),
-                                    rewrite=lambda rec: plan.rewrites(rec, _Silent(), anchor, mismatches))
+            out, recorder = forward(self.model, self.tree, inp,
+                                    rewrite=lambda rec: plan.rewrites(rec, _Silent(), anchor, self.mismatches))
         finally:
             plan.branch_forward.clear()
-        if not plan.check(recorder, mismatches):
-            m = mismatches[0]
-            raise AnalysisError(f"the model took a different path than when it was captured (node {m.node}: "
-                                f"expected {m.expected}, got {m.got}); capture it on inputs of the same kind")
-        return out
+        return out, plan.check(recorder, self.mismatches)
 
 
 @contextmanager

@@ -147,14 +147,22 @@ class _Run:
         self.skipped = 0
         self.no_grad = False
         self.divergence: Mismatch | None = None
+        self.extra: list[str] = []
 
     def batch(self, inp: Inputs, targets: Any) -> None:
         got = self._pass(self.plan, inp, targets)
-        if got is None:  # control flow changed: this batch's own graph, blocks matched by name
-            self.redone += 1
-            graph = capture(self.model, inp, train=self.settings.train)
+        if got is None:
+            # Re-capture this batch with autograd on (some models record other ops with grad on,
+            # e.g. a .contiguous() that is a no-op without it). Same blocks: adopt the new graph.
+            # Other blocks: the control flow changed; this batch's blocks are matched by name.
+            graph = capture(self.model, inp, grad=True, train=self.settings.train)
             plan = _Plan(graph, find_blocks(graph))
-            got = self._pass(plan, inp, targets, streams=False)
+            same = plan.names == self.plan.names
+            if same:
+                self.plan = plan
+            else:
+                self.redone += 1
+            got = self._pass(plan, inp, targets, streams=same)
             if got is None:
                 self.skipped += 1
                 return
@@ -183,7 +191,7 @@ class _Run:
             return None
         collector.finish_forward()
         if self.objective is None:
-            self.objective = choose_objective(self.spec, out, inp, targets)
+            self.objective = choose_objective(self.spec, out, inp, targets, self.model)
         losses = self.objective.losses(out, inp, targets)
         n = int(losses.shape[0])
         sums.add(("objective", "loss"), losses)
@@ -218,6 +226,11 @@ class _Run:
                 blocks[name] = _block_numbers(name, host, None, self.settings, count)
         assert self.objective is not None
         loss = _mean(host.get(("objective", "loss")))
+        zero = [n for n, v in blocks.items() if v["grad_norm"] == 0]
+        if zero:
+            self.extra.append(f"the gradient reaching {len(zero)} join(s) is exactly zero (e.g. a zero-initialised "
+                              f"output layer), so their gains are undefined: {', '.join(zero[:3])}"
+                              + (" …" if len(zero) > 3 else ""))
         return Measurement(
             blocks=blocks, streams=self._streams(host),
             objective={"name": self.objective.name, "description": self.objective.description,
@@ -268,6 +281,7 @@ class _Run:
                                                       if seen else ""))
         if self.skipped:
             notes.append(f"{self.skipped} batch(es) skipped: the model took a different path when re-run")
+        notes += self.extra
         if self.no_grad:
             notes.append("the objective did not depend on anything that can take a gradient: "
                          "gradient statistics were not measured")

@@ -3,8 +3,12 @@
 ``auto`` picks, in order: the task loss when the data carries targets (cross-entropy for
 integer targets, mean squared error for float ones); cross-entropy against the model's own
 prediction for a classifier (output ``[N, C]``); next-token cross-entropy on the input for a
-language model (logits ``[N, T, V]`` and ``input_ids``); otherwise half the mean square of the
-output (its gradient is the output itself). Per-sample losses are summed, so gradient
+language model (an output named ``logits``, or one as wide as an embedding table, shaped
+``[N, T, V]`` like ``input_ids``, or ``decoder_input_ids`` for an encoder-decoder);
+otherwise a fixed random linear readout of the output (``projection``: each position's
+feature vector dotted with one seeded random direction, averaged over positions; unlike
+the mean square, it stays informative after a final LayerNorm, whose output has a fixed
+norm). Per-sample losses are summed, so gradient
 statistics do not depend on the batch size.
 """
 
@@ -14,15 +18,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .errors import InputsError, UsageError
 from .inputs import Inputs
 
 __all__ = ["NAMES", "Objective", "choose_objective", "main_output"]
 
-NAMES = ("auto", "task", "self-ce", "next-token", "square")
+NAMES = ("auto", "task", "self-ce", "next-token", "projection", "square")
 ObjectiveFn = Callable[[Any, Inputs, Any], Tensor]
 
 
@@ -96,8 +101,27 @@ def _square(output: Any, inputs: Inputs, targets: Any) -> Tensor:
     return 0.5 * out.pow(2).reshape(out.shape[0], -1).mean(1) if out.dim() else 0.5 * out.pow(2).reshape(1)
 
 
+_DIRECTIONS: dict[tuple[int, str], Tensor] = {}
+
+
+def _projection(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    out = main_output(output).float()
+    if out.dim() < 2:
+        return out.reshape(1, -1).sum(1)
+    dim = 1 if out.dim() >= 4 else out.dim() - 1  # channels of a conv map, else the last axis
+    key = (out.shape[dim], str(out.device))
+    if key not in _DIRECTIONS:
+        r = torch.randn(out.shape[dim], generator=torch.Generator().manual_seed(0)) / out.shape[dim] ** 0.5
+        _DIRECTIONS[key] = r.to(out.device)
+    r = _DIRECTIONS[key].reshape([-1 if k == dim else 1 for k in range(out.dim())])
+    return (out * r).sum(dim).reshape(out.shape[0], -1).mean(1)
+
+
 def _input_ids(inputs: Inputs) -> Tensor | None:
-    ids = inputs.kwargs.get("input_ids")
+    """The token ids the logits predict: ``decoder_input_ids`` for an encoder-decoder, else
+    ``input_ids`` (or a first positional integer tensor)."""
+    ids = inputs.kwargs.get("decoder_input_ids")
+    ids = ids if ids is not None else inputs.kwargs.get("input_ids")
     if ids is None and inputs.args and isinstance(inputs.args[0], Tensor) and not inputs.args[0].is_floating_point():
         ids = inputs.args[0]
     return ids if isinstance(ids, Tensor) and ids.dim() == 2 else None
@@ -107,36 +131,41 @@ _BUILTIN: dict[str, tuple[str, ObjectiveFn]] = {
     "task": ("task loss against the data's targets", _task),
     "self-ce": ("cross-entropy against the model's own prediction", _self_ce),
     "next-token": ("next-token cross-entropy on the input", _next_token),
+    "projection": ("a fixed random linear readout of the output (seed 0)", _projection),
     "square": ("half the mean square of the output (its gradient is the output)", _square),
 }
 
 
-def choose_objective(spec: str | ObjectiveFn | None, output: Any, inputs: Inputs, targets: Any) -> Objective:
+def choose_objective(spec: str | ObjectiveFn | None, output: Any, inputs: Inputs, targets: Any,
+                     model: nn.Module | None = None) -> Objective:
     """The objective for ``spec``: a name in ``NAMES`` (``None`` = ``auto``) or a callable
-    ``(output, inputs, targets) -> losses`` returning one loss per sample (or a scalar)."""
+    ``(output, inputs, targets) -> losses`` returning one loss per sample (or a scalar).
+    ``model`` tells ``auto`` its vocabulary sizes (a plain-tensor output of that width is
+    read as logits)."""
     if callable(spec):
         return Objective(getattr(spec, "__name__", "custom"), "a user-supplied callable", spec)
     name = spec or "auto"
     if name not in NAMES:
         raise UsageError(f"unknown objective {name!r}; use one of {', '.join(NAMES)} or a callable")
     if name == "auto":
-        name = _auto(output, inputs, targets)
+        vocab = {m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)} if model else set()
+        name = _auto(output, inputs, targets, vocab)
     description, fn = _BUILTIN[name]
     return Objective(name, description, fn)
 
 
-def _auto(output: Any, inputs: Inputs, targets: Any) -> str:
+def _auto(output: Any, inputs: Inputs, targets: Any, vocab: set[int]) -> str:
     if targets is not None:
         return "task"
     try:
         out = main_output(output)
     except InputsError:
-        return "square"
+        return "projection"
     ids = _input_ids(inputs)
     named = isinstance(output, Mapping) and "logits" in output or hasattr(output, "logits")
     if out.dim() == 3 and ids is not None and out.shape[:2] == ids.shape and (
-            named or out.shape[-1] > int(ids.max())):
+            named or out.shape[-1] in vocab):
         return "next-token"
     if out.dim() == 2 and out.shape[-1] > 1:
         return "self-ce"
-    return "square"
+    return "projection"

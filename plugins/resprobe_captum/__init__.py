@@ -37,7 +37,7 @@ class AttributionProbe:
                             train=context.settings.train) as gates:
             with torch.no_grad():
                 plain = gates.run(inputs)
-            score, what = _score(plain, inputs, targets, context.objective)
+            score, what = _score(plain, inputs, targets, context.objective, context.model)
             n = int(resprobe.main_output(plain).shape[0])
 
             def forward(alpha: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,8 @@ def _head(inputs: resprobe.Inputs, limit: int) -> resprobe.Inputs:
     return resprobe.Inputs(tuple(cut(a) for a in inputs.args), {k: cut(v) for k, v in inputs.kwargs.items()})
 
 
-def _score(plain: Any, inputs: resprobe.Inputs, targets: Any, objective: Any) -> tuple[Any, str]:
+def _score(plain: Any, inputs: resprobe.Inputs, targets: Any, objective: Any,
+           model: torch.nn.Module) -> tuple[Any, str]:
     """The per-sample score to attribute, and what it is."""
     out = resprobe.main_output(plain)
     if out.dim() == 2 and out.shape[1] > 1 and targets is None and objective in (None, "auto"):
@@ -87,7 +88,7 @@ def _score(plain: Any, inputs: resprobe.Inputs, targets: Any, objective: Any) ->
             return resprobe.main_output(output).float().gather(1, predicted.repeat(times)[:, None])[:, 0]
 
         return logit, "logit of the predicted class"
-    chosen = resprobe.choose_objective(objective, plain, inputs, targets)
+    chosen = resprobe.choose_objective(objective, plain, inputs, targets, model)
 
     def loss(output: Any, times: int) -> torch.Tensor:
         t = targets if targets is None or times == 1 else torch.cat([targets] * times)
