@@ -38,7 +38,8 @@ def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEF
 
     reg = plugins if plugins is not None else registry()
     inp = Inputs.of(inputs) if inputs is not None else loaded.inputs or Inputs()
-    graph = loaded.graph if loaded.graph is not None else capture(loaded.model, inp)
+    settings = settings or Settings()
+    graph = loaded.graph if loaded.graph is not None else capture(loaded.model, inp, train=settings.train)
     blocks = find_blocks(graph)
     if isinstance(data, str):
         data = load_data(data, inp, tokenizer=loaded.tokenizer)
@@ -46,7 +47,7 @@ def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEF
         data = example_data(inp, "the example inputs given" if inputs is not None
                             else loaded.inputs_description or "the source's example inputs")
     ctx = ProbeContext(loaded.model, inp, graph, blocks, replayable=loaded.graph is None, data=data,
-                       objective=objective, settings=settings or Settings(), progress=progress)
+                       objective=objective, settings=settings, progress=progress)
     results = [reg.get("probe", name).run(ctx) for name in probes]
     measured = ctx.cache.get("measurement")
     return Report(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,7 +119,7 @@ class _Session:
         if self.quiet or total < 2:
             yield None
             return
-        with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
             yield lambda done, _total: bar.update(done - bar.pos)
 
     def say(self, message: str) -> None:

@@ -285,8 +285,8 @@ class _Silent:
 class Gated:
     """The model with a scale on every residual branch (see ``gated``)."""
 
-    def __init__(self, model: Any, tree: Any, plan: Instrument):
-        self.model, self.tree, self.plan = model, tree, plan
+    def __init__(self, model: Any, tree: Any, plan: Instrument, train: bool = False):
+        self.model, self.tree, self.plan, self.train = model, tree, plan, train
         self.names = [b.name for b in plan.blocks]
         self.mismatches: list[Mismatch] = []
 
@@ -304,7 +304,7 @@ class Gated:
             from .blocks import find_blocks
             from .capture import capture
 
-            graph = capture(self.model, inp, grad=torch.is_grad_enabled())
+            graph = capture(self.model, inp, grad=torch.is_grad_enabled(), train=self.train)
             plan = Instrument(graph, find_blocks(graph))
             if [b.name for b in plan.blocks] == self.names:
                 self.plan = plan
@@ -344,4 +344,4 @@ def gated(model: Any, graph: Graph, blocks: list[Block], *, train: bool = False)
     tree = ModuleTree(model)
     devices = sorted({p.device.index or 0 for p in tree.params.values() if p.is_cuda})
     with preserved(model, tree, train), torch.random.fork_rng(devices=devices):
-        yield Gated(model, tree, Instrument(graph, blocks))
+        yield Gated(model, tree, Instrument(graph, blocks), train)

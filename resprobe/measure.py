@@ -148,6 +148,7 @@ class _Run:
         self.no_grad = False
         self.divergence: Mismatch | None = None
         self.extra: list[str] = []
+        self.grad_error = ""
 
     def batch(self, inp: Inputs, targets: Any) -> None:
         got = self._pass(self.plan, inp, targets)
@@ -195,21 +196,30 @@ class _Run:
         losses = self.objective.losses(out, inp, targets)
         n = int(losses.shape[0])
         sums.add(("objective", "loss"), losses)
-        self._backward(plan, losses.sum(), anchor)
-        collector.finish_backward()
+        if self._backward(plan, losses.sum(), anchor):
+            collector.finish_backward()
+        else:
+            for key in [k for k in sums.v if k[1] in _GRADIENT_KEYS]:
+                del sums.v[key]
         return sums, n, plan.names
 
-    def _backward(self, plan: _Plan, total: Tensor, anchor: Tensor) -> None:
+    def _backward(self, plan: _Plan, total: Tensor, anchor: Tensor) -> bool:
+        """Gradients of ``total``; False when there are none (the notes say why)."""
         if not total.requires_grad:
             self.no_grad = True
-            return
+            return False
         names = list(dict.fromkeys(p for ps in plan.params.values() for p in ps))
         params = [self.tree.params[p] for p in names if p in self.tree.params]
-        grads = torch.autograd.grad(total, [anchor, *params], allow_unused=True)
+        try:
+            grads = torch.autograd.grad(total, [anchor, *params], allow_unused=True)
+        except RuntimeError as err:  # e.g. the model overwrites in place a tensor backward needs
+            self.grad_error = str(err).strip().splitlines()[0]
+            return False
         for name, g in zip(names, grads[1:]):
             if g is not None:
                 g = g.detach().float()
                 self.grads[name] = g if name not in self.grads else self.grads[name] + g
+        return True
 
     def result(self, data: Data) -> Measurement:
         if not self.samples:
@@ -282,10 +292,17 @@ class _Run:
         if self.skipped:
             notes.append(f"{self.skipped} batch(es) skipped: the model took a different path when re-run")
         notes += self.extra
+        if self.grad_error:
+            notes.append(f"gradient statistics not measured: autograd failed ({self.grad_error[:200]}); "
+                         "a model that writes in place into a tensor its backward needs cannot be "
+                         "differentiated as written")
         if self.no_grad:
             notes.append("the objective did not depend on anything that can take a gradient: "
                          "gradient statistics were not measured")
         return notes
+
+
+_GRADIENT_KEYS = frozenset({"grad_norm", "lesion_first_order", "skip_gain", "branch_gain", "iterative_cos"})
 
 
 def _mean(entry: tuple[Any, Any, Any] | None) -> float | None:

@@ -95,18 +95,19 @@ def _tolerance(out: Tensor, ref: Tensor) -> float:
 
 
 def verify_blocks(model: nn.Module, inputs: Any, graph: Graph, blocks: list[Block],
-                  *, strict: bool = True) -> list[BlockCheck]:
+                  *, strict: bool = True, train: bool = False) -> list[BlockCheck]:
     """Replay ``model`` on ``inputs`` and check each block numerically.
 
     Raises ``VerificationError`` if the replay takes another path than ``graph`` (control flow
     that depends on something other than the inputs), or, with ``strict``, if a block fails.
-    Meta-device graphs have no values: the result is an empty list.
+    Meta-device graphs have no values: the result is an empty list. ``train`` replays in
+    train mode (for a graph captured that way).
     """
     if graph.device == "meta" or not blocks:
         return []
     checker = _Checker(graph, blocks)
     with torch.no_grad():
-        replay = record(model, inputs, watcher=checker)
+        replay = record(model, inputs, watcher=checker, train=train)
     if [n.op for n in replay.nodes] != [n.op for n in graph.nodes]:
         raise VerificationError(
             "the replayed forward pass took a different path than the captured one; capture and "

@@ -47,8 +47,12 @@ class AttributionProbe:
             device = resprobe.main_output(plain).device
             ones = torch.ones(n, len(gates.names), device=device)
             ig = IntegratedGradients(forward)
-            attr, delta = ig.attribute(ones, baselines=torch.zeros_like(ones), n_steps=self.steps,
-                                       method="gausslegendre", return_convergence_delta=True)
+            try:
+                attr, delta = ig.attribute(ones, baselines=torch.zeros_like(ones), n_steps=self.steps,
+                                           method="gausslegendre", return_convergence_delta=True)
+            except RuntimeError as err:  # the model cannot be differentiated as written
+                why = str(err).strip().splitlines()[0][:200]
+                return resprobe.ProbeResult(self.name, {"measured": 0}, {}, (f"not run: autograd failed ({why})",))
             with torch.no_grad():
                 on = score(gates.run(inputs, ones), 1)
                 off = score(gates.run(inputs, torch.zeros_like(ones)), 1)
@@ -57,7 +61,7 @@ class AttributionProbe:
         blocks = {name: {"attribution": round(float(a), 8), "share": round(float(a) / scale, 6)}
                   for name, a in zip(gates.names, mean)}
         summary = {
-            "score": what, "samples": n, "steps": self.steps, "method": "IntegratedGradients over branch gates",
+            "measured": len(blocks), "score": what, "samples": n, "steps": self.steps, "method": "IntegratedGradients over branch gates",
             "score_all_on": round(float(on.double().mean()), 8),
             "score_all_off": round(float(off.double().mean()), 8),
             "convergence_delta": round(float(delta.detach().abs().double().mean()), 8),

@@ -23,7 +23,8 @@ class VerifyProbe:
                    else "the model has no values (meta device)" if context.graph.device == "meta"
                    else "there are no blocks")
             return ProbeResult(self.name, {"checked": 0, "passed": 0}, {}, (f"not run: {why}",))
-        checks = verify_blocks(context.model, context.inputs, context.graph, context.blocks, strict=False)
+        checks = verify_blocks(context.model, context.inputs, context.graph, context.blocks, strict=False,
+                               train=context.settings.train)
         return ProbeResult(
             self.name, {"checked": len(checks), "passed": sum(c.ok for c in checks)},
             {c.name: {"ok": c.ok, "error": c.error, **({"detail": c.detail} if c.detail else {})}
