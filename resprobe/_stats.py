@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .instrument import BRANCH, SKIP
 
-__all__ = ["Collector", "Sums", "per_sample", "units"]
+__all__ = ["BACKWARD", "FORWARD", "GAINS", "VALUES", "Collector", "Sums", "per_sample", "units"]
 
 _TINY = 1e-30
 
@@ -32,48 +32,73 @@ def per_sample(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1) if t.dim() >= 1 else t.reshape(1, 1)
 
 
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products without a full-size temporary (a batched matmul)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
+
+
+def _norm(a: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(a, dim=1)
+
+
 def _cos(a: Tensor, b: Tensor, na: Tensor, nb: Tensor) -> Tensor:
-    return (a * b).sum(1) / (na * nb).clamp_min(_TINY)
+    return _dot(a, b) / (na * nb).clamp_min(_TINY)
 
 
 class Sums:
-    """Per key: the sum, the sum of squares and the count of values added (device tensors)."""
+    """Per key: sums, sums of squares and counts of the values added (device tensors, one
+    entry per row of a ``[K, n]`` value matrix). Adding and merging only queue the parts; they
+    are reduced and copied to the host together, once, by ``host()``."""
 
     def __init__(self) -> None:
-        self.v: dict[Any, list[Any]] = {}
+        self.v: dict[Any, list[list[Any]]] = {}
 
-    def add(self, key: Any, x: Tensor, weight: Tensor | None = None) -> None:
-        x = x.detach().float().reshape(-1)
+    def add(self, key: Any, x: Tensor, weight: Tensor | None = None, squares: Tensor | None = None) -> None:
+        """Add values ``x`` (``[n]`` or ``[K, n]``), optionally weighted (0 drops a value);
+        ``squares`` is their sum of squares when known already."""
+        x = x.detach().float()
+        x = x.reshape(1, -1) if x.dim() < 2 else x.reshape(x.shape[0], -1)
         if weight is None:
-            part = [x.sum(), x.square().sum(), float(x.numel())]
+            sq = (x.square().sum(1) if squares is None else squares.reshape(-1))
+            part = [x.sum(1), sq, float(x.shape[1])]
         else:
-            w = weight.float().reshape(-1)
+            w = weight.float().reshape(x.shape)
             x = torch.where(w > 0, x, torch.zeros_like(x))
-            part = [(x * w).sum(), (x.square() * w).sum(), w.sum()]
-        self._merge(key, part)
+            part = [(x * w).sum(1), (x.square() * w).sum(1), w.sum(1)]
+        self.v.setdefault(key, []).append(part)
+
+    def add_sums(self, key: Any, sums: Tensor, squares: Tensor, count: float) -> None:
+        """Add values already reduced to their sums and sums of squares."""
+        self.v.setdefault(key, []).append([sums.detach().float().reshape(-1),
+                                           squares.detach().float().reshape(-1), count])
 
     def add_matrix(self, key: Any, total: Tensor, count: Tensor) -> None:
-        self._merge(key, [total, total.new_zeros(()), count])
-
-    def _merge(self, key: Any, part: list[Any]) -> None:
-        old = self.v.get(key)
-        self.v[key] = part if old is None else [a + b for a, b in zip(old, part)]
+        self.v.setdefault(key, []).append([total, total.new_zeros(()), count])
 
     def merge(self, other: Sums) -> None:
-        for key, part in other.v.items():
-            self._merge(key, part)
+        for key, parts in other.v.items():
+            self.v.setdefault(key, []).extend(parts)
 
     def host(self) -> dict[Any, tuple[Any, Any, Any]]:
-        """Every sum copied to the host at once: key -> (sum, sum of squares, count)."""
+        """Every sum reduced and copied to the host at once: key -> (sums, squares, counts)."""
         flat: list[Tensor] = []
         layout = []
-        for key, (s, q, c) in self.v.items():
-            parts = [s, q, c if isinstance(c, Tensor) else s.new_tensor(c)]
-            layout.append((key, [p.shape for p in parts]))
-            flat += [p.reshape(-1).double() for p in parts]
+        for key, parts in self.v.items():
+            reduced = []
+            for k in range(3):
+                items = [p[k] for p in parts]
+                ref = next((t for t in items if isinstance(t, Tensor)), None)
+                if ref is None:
+                    reduced.append(torch.tensor(float(sum(items)), dtype=torch.float64))
+                    continue
+                items = [t if isinstance(t, Tensor) else torch.full_like(parts[0][0], t) for t in items]
+                reduced.append(torch.stack(items).sum(0) if len(items) > 1 else items[0])
+            layout.append((key, [r.shape for r in reduced]))
+            flat += [r.reshape(-1).double() for r in reduced]
         if not flat:
             return {}
-        values = torch.cat([f.to(flat[0].device) for f in flat]).cpu()
+        device = next((f.device for f in flat if f.device.type != "cpu"), flat[0].device)
+        values = torch.cat([f.to(device) for f in flat]).cpu()
         out: dict[Any, tuple[Any, Any, Any]] = {}
         at = 0
         for key, shapes in layout:
@@ -84,6 +109,12 @@ class Sums:
                 at += n
             out[key] = (got[0], got[1], got[2])
         return out
+
+
+FORWARD = ("update_ratio", "cos_branch_skip", "block_influence")
+VALUES = ("branch_values", "skip_values")
+BACKWARD = ("grad_norm", "lesion_first_order")
+GAINS = ("skip_gain", "branch_gain")
 
 
 class Collector:
@@ -100,21 +131,34 @@ class Collector:
         self.nodes: dict[int, Tensor] = {}
         self.branch: dict[int, Tensor] = {}
         self.delta_norm: dict[int, Tensor] = {}
+        self.deltas: dict[int, tuple[Tensor, Tensor]] = {}
+        self.branch_norm: dict[int, Tensor] = {}
         self.inputs: dict[tuple[int, str], Tensor] = {}
 
     # -- forward --------------------------------------------------------------------------
-    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor) -> None:
-        name, add = self.names[i], self.sums.add
+    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
+        """Forward statistics of one join. ``plain``: ``y = s + b`` exactly, so ``‖y‖`` and
+        ``s·y`` follow from ``‖s‖``, ``‖b‖`` and ``s·b`` (two passes fewer over the tensors)."""
+        name = self.names[i]
         if s.shape != y.shape or b.shape != y.shape:
             s, b = torch.broadcast_to(s, y.shape), torch.broadcast_to(b, y.shape)
-        S, B, Y = units(s), units(b), units(y)
-        ns, nb, ny = S.norm(dim=1), B.norm(dim=1), Y.norm(dim=1)
+            plain = False
+        S, B = units(s), units(b)
+        ns, nb, sb = _norm(S), _norm(B), _dot(S, B)
+        if plain:
+            ny = (ns.square() + nb.square() + 2 * sb).clamp_min(0).sqrt()
+            sy = ns.square() + sb
+        else:
+            Y = units(y)
+            ny, sy = _norm(Y), _dot(S, Y)
         valid = (ns > 0).float()
-        add((name, "update_ratio"), nb / ns.clamp_min(_TINY), valid)
-        add((name, "cos_branch_skip"), _cos(B, S, nb, ns), valid)
-        add((name, "block_influence"), 1 - _cos(S, Y, ns, ny), valid * (ny > 0).float())
-        add((name, "branch_values"), B)
-        add((name, "skip_values"), S)
+        self.sums.add((name, FORWARD), torch.stack([nb / ns.clamp_min(_TINY), sb / (nb * ns).clamp_min(_TINY),
+                                                    1 - sy / (ns * ny).clamp_min(_TINY)]),
+                      torch.stack([valid, valid, valid * (ny > 0).float()]))
+        self.sums.add_sums((name, VALUES), torch.stack([B.sum(), S.sum()]),
+                           torch.stack([nb.square().sum(), ns.square().sum()]), float(B.numel()))
+        if b.dim() >= 2:  # per-sample norm of the branch, for the backward statistics
+            self.branch_norm[i] = nb.reshape(b.shape[0], -1).square().sum(1).sqrt()
         self.skips[i] = s.detach()
         self.outs[i] = y.detach()
 
@@ -132,7 +176,7 @@ class Collector:
             x, y = self.skips[idx[0]], self.nodes[out]
             if x.shape == y.shape:
                 X, Y = units(x), units(y)
-                self.sums.add(("layer", name), 1 - _cos(X, Y, X.norm(dim=1), Y.norm(dim=1)))
+                self.sums.add(("layer", name), 1 - _cos(X, Y, _norm(X), _norm(Y)))
         self.nodes.clear()
 
     def _angular(self, sid: int, states: list[Tensor]) -> None:
@@ -142,25 +186,31 @@ class Collector:
         groups: dict[torch.Size, list[int]] = {}
         for k, st in enumerate(states):
             groups.setdefault(st.shape, []).append(k)
-        for shape, ks in groups.items():
-            X = torch.stack([units(states[k]) for k in ks])
-            X = X / X.norm(dim=2, keepdim=True).clamp_min(_TINY)
-            cos = torch.einsum("iud,jud->iju", X, X).clamp(-1, 1)
-            idx = torch.tensor(ks, device=total.device)
-            grid = (idx[:, None], idx[None, :])
+        for ks in groups.values():
+            X = torch.stack([units(states[k]) for k in ks], dim=1)  # [units, m, features]
+            gram = torch.bmm(X, X.transpose(1, 2))  # one pass over the states: every pair at once
+            norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+            cos = (gram / (norms[:, :, None] * norms[:, None, :]).clamp_min(_TINY)).clamp(-1, 1)
             angle = torch.arccos(cos) / torch.pi
-            angle = angle * (1 - torch.eye(len(ks), device=angle.device))[:, :, None]  # 0 on the diagonal
-            total = total.index_put(grid, angle.sum(2))
-            count = count.index_put(grid, torch.full_like(cos[:, :, 0], float(cos.shape[2])))
+            angle = (angle * (1 - torch.eye(len(ks), device=angle.device))).sum(0)  # 0 on the diagonal
+            lo, hi = ks[0], ks[-1] + 1
+            if ks == list(range(lo, hi)):  # contiguous (the usual case): plain slices
+                total[lo:hi, lo:hi] = angle
+                count[lo:hi, lo:hi] = float(X.shape[0])
+            else:
+                for a, k in enumerate(ks):
+                    for c, j in enumerate(ks):
+                        total[k, j] = angle[a, c]
+                        count[k, j] = float(X.shape[0])
         self.sums.add_matrix(("angular", sid), total, count)
 
     # -- backward -------------------------------------------------------------------------
     def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
         G, B = per_sample(grad), per_sample(b)
-        dn = G.norm(dim=1)
-        self.sums.add((self.names[i], "grad_norm"), dn)
-        self.sums.add((self.names[i], "lesion_first_order"), -(B * G).sum(1))
+        dn, bd = _norm(G), _dot(B, G)
+        self.sums.add((self.names[i], BACKWARD), torch.stack([dn, -bd]))
         self.delta_norm[i] = dn
+        self.deltas[i] = (grad, bd)
         self.branch[i] = b
 
     def entered(self, i: int, role: str, grad: Tensor) -> None:
@@ -171,18 +221,29 @@ class Collector:
     def finish_backward(self) -> None:
         """Gains and the iterative-inference cosine, once every gradient has arrived."""
         for i, dn in self.delta_norm.items():
-            name = self.names[i]
-            parts = [self.inputs.get((i, SKIP)), self.inputs.get((i, BRANCH))]
-            for role, g in zip((SKIP, BRANCH), parts):
-                if g is not None and g.dim() and g.shape[0] == dn.shape[0]:
-                    self.sums.add((name, f"{role}_gain"), per_sample(g).norm(dim=1) / dn.clamp_min(_TINY),
-                                  (dn > 0).float())
+            gs, gb = self.inputs.get((i, SKIP)), self.inputs.get((i, BRANCH))
+            if gs is None or gb is None or not gs.dim() or gs.shape[0] != dn.shape[0] \
+                    or gb.shape[0] != dn.shape[0]:
+                continue
+            delta, bd = self.deltas[i]
             b = self.branch[i]
-            if parts[0] is not None and parts[1] is not None:
-                gx = parts[0] + parts[1]
-                if gx.shape == b.shape:
-                    B, X = per_sample(b), per_sample(gx)
-                    self.sums.add((name, "iterative_cos"), _cos(B, X, B.norm(dim=1), X.norm(dim=1)))
-        self.delta_norm.clear()
-        self.inputs.clear()
-        self.branch.clear()
+            S, R, B = per_sample(gs), per_sample(gb), per_sample(b)
+            identity = _same(gs, delta)  # an identity skip hands the join's gradient on as it is
+            ns, nr = dn if identity else _norm(S), _norm(R)
+            self.sums.add((self.names[i], GAINS), torch.stack([ns, nr]) / dn.clamp_min(_TINY),
+                          (dn > 0).float().expand(2, -1))
+            if gs.shape == gb.shape == b.shape:
+                # cos(b, gs + gb) from dot products alone: no gradient-sized temporary
+                dot = (bd if identity else _dot(B, S)) + _dot(B, R)
+                gx = (ns.square() + nr.square() + 2 * _dot(S, R)).clamp_min(0).sqrt()
+                nb = self.branch_norm.get(i)
+                nb = _norm(B) if nb is None or nb.shape != dn.shape else nb
+                self.sums.add((self.names[i], "iterative_cos"), dot / (nb * gx).clamp_min(_TINY))
+        for store in (self.delta_norm, self.deltas, self.inputs, self.branch, self.branch_norm):
+            store.clear()  # type: ignore[attr-defined]
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are the same values in the same memory (no comparison made)."""
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+                      and a.dtype == b.dtype)

@@ -30,8 +30,9 @@ SKIP, BRANCH = "skip", "branch"
 class Listener(Protocol):
     """What an instrumented pass reports; every tensor stays on the model's device."""
 
-    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor) -> None:
-        """Forward: block ``i`` joined skip ``s`` and branch ``b`` into ``y``."""
+    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
+        """Forward: block ``i`` joined skip ``s`` and branch ``b`` into ``y`` (``plain``:
+        ``y = s + b`` exactly, no scale anywhere)."""
 
     def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
         """Backward: the gradient reaching block ``i``'s join output (with its branch output)."""
@@ -159,6 +160,8 @@ class _Watch:
 
 
 _INPLACE_JOINS = frozenset({"Tensor.add_", "Tensor.__iadd__"})
+_PLAIN_ADDS = frozenset({"Tensor.add_", "Tensor.__iadd__", "Tensor.__add__", "Tensor.__radd__", "Tensor.add",
+                         "torch.add"})
 
 
 class _Pass:
@@ -212,6 +215,7 @@ class _Pass:
                 else br.detach()
             branch_tap = self._tap(sinks_b, lambda: plan.branch_backward.get(i), (i, keep))
             name = _op_names(func)[0]
+            plain = name in _PLAIN_ADDS and not kwargs and len(args) == 2
 
             def joined(*a: Any, **k: Any) -> Any:
                 scale = plan.branch_forward.get(i)
@@ -221,7 +225,7 @@ class _Pass:
                 gated[sp] = Gate.apply(s, self.anchor, skip_tap)
                 gated[bp] = Gate.apply(bb, self.anchor, branch_tap)
                 y = torch.add(*gated[:2], **kwargs) if name in _INPLACE_JOINS else func(*gated, **kwargs)
-                self.listener.joined(i, s, br, y)
+                self.listener.joined(i, s, br, y, plain and scale is None)
                 if name == "Tensor.add_":  # written in place by the model: keep it so
                     args[0].copy_(y)
                     return args[0]
@@ -269,7 +273,7 @@ def _left(scale: float | Tensor, like: Tensor) -> float | Tensor:
 class _Silent:
     """A listener that keeps nothing (for passes that only need the output)."""
 
-    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor) -> None:
+    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
         pass
 
     def delta(self, i: int, grad: Tensor, b: Tensor) -> None:

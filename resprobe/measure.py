@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._stats import Collector, Sums
+from ._stats import BACKWARD, FORWARD, GAINS, VALUES, Collector, Sums
 from .blocks import Block, find_blocks
 from .capture import ModuleTree, capture, forward, preserved, unwrap
 from .data import Data
@@ -199,7 +199,7 @@ class _Run:
         if self._backward(plan, losses.sum(), anchor):
             collector.finish_backward()
         else:
-            for key in [k for k in sums.v if k[1] in _GRADIENT_KEYS]:
+            for key in [k for k in sums.v if k[1] in (BACKWARD, GAINS, "iterative_cos")]:
                 del sums.v[key]
         return sums, n, plan.names
 
@@ -255,8 +255,10 @@ class _Run:
         for block, names in self.plan.params.items():
             got = [(self.grads[p], self.tree.params[p]) for p in names if p in self.grads]
             if got:
-                flat.append((block, torch.stack([sum(g.square().sum() for g, _ in got),
-                                                 sum(p.detach().float().square().sum() for _, p in got)])))
+                norm = torch.linalg.vector_norm
+                flat.append((block, torch.stack([
+                    norm(torch.stack([norm(g) for g, _ in got])),
+                    norm(torch.stack([norm(p.detach().float()) for _, p in got]))]).square()))
         if flat:
             values = torch.stack([v.to(flat[0][1].device) for _, v in flat]).cpu().double()
             for (block, _), (g2, w2) in zip(flat, values.tolist()):
@@ -302,34 +304,40 @@ class _Run:
         return notes
 
 
-_GRADIENT_KEYS = frozenset({"grad_norm", "lesion_first_order", "skip_gain", "branch_gain", "iterative_cos"})
-
-
-def _mean(entry: tuple[Any, Any, Any] | None) -> float | None:
-    if entry is None or float(entry[2]) == 0:
+def _row(entry: tuple[Any, Any, Any] | None, k: int = 0) -> tuple[float, float, float] | None:
+    if entry is None:
         return None
-    return float(entry[0]) / float(entry[2])
+    s, q, c = (v.reshape(-1) for v in entry)
+    row = (float(s[k]), float(q[min(k, q.numel() - 1)]), float(c[min(k, c.numel() - 1)]))
+    return row if row[2] else None
 
 
-def _std(entry: tuple[Any, Any, Any] | None) -> float | None:
-    if entry is None or float(entry[2]) == 0:
+def _mean(entry: tuple[Any, Any, Any] | None, k: int = 0) -> float | None:
+    row = _row(entry, k)
+    return None if row is None else row[0] / row[2]
+
+
+def _std(entry: tuple[Any, Any, Any] | None, k: int = 0) -> float | None:
+    row = _row(entry, k)
+    if row is None:
         return None
-    s, q, c = (float(v) for v in entry)
+    s, q, c = row
     return math.sqrt(max(q / c - (s / c) ** 2, 0.0))
 
 
 def _block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple[float, float] | None,
                    settings: Settings, samples: int) -> dict[str, Any]:
     def get(key: str) -> float | None:
-        value = _mean(host.get((name, key)))
+        group = next((g for g in (FORWARD, BACKWARD, GAINS) if key in g), key)
+        value = _mean(host.get((name, group)), group.index(key) if isinstance(group, tuple) else 0)
         return None if value is None else round(value, 8)
 
     ratio, influence = get("update_ratio"), get("block_influence")
-    b, s = host.get((name, "branch_values")), host.get((name, "skip_values"))
-    var_b, var_s = _std(b), _std(s)
+    values = host.get((name, VALUES))
+    var_b, var_s = _std(values, 0), _std(values, 1)
     d: dict[str, Any] = {
         "samples": samples,
-        "update_ratio": ratio, "update_ratio_std": _round(_std(host.get((name, "update_ratio")))),
+        "update_ratio": ratio, "update_ratio_std": _round(_std(host.get((name, FORWARD)), 0)),
         "variance_ratio": None if var_b is None or not var_s else round(var_b**2 / var_s**2, 8),
         "cos_branch_skip": get("cos_branch_skip"), "block_influence": influence,
         "label": None if ratio is None or influence is None else (

@@ -110,7 +110,7 @@ class _Split:
         self.grads: dict[tuple[int, str], Tensor] = {}
         self.nodes: dict[int, Tensor] = {}
 
-    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor) -> None:
+    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
         pass
 
     def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
