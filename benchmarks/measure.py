@@ -50,7 +50,8 @@ def build(name: str) -> tuple[torch.nn.Module, Any]:
         model = tf.BertModel(tf.BertConfig(num_hidden_layers=6, hidden_size=256, num_attention_heads=4,
                                            intermediate_size=1024, vocab_size=1000))
     else:
-        model = tf.LlamaForCausalLM(tf.LlamaConfig(num_hidden_layers=6, hidden_size=256, num_attention_heads=4,
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(num_hidden_layers=6, hidden_size=256,
+                                                   num_attention_heads=4,
                                                    num_key_value_heads=2, intermediate_size=688,
                                                    vocab_size=1000))
     return model.eval(), {"input_ids": ids}

@@ -38,7 +38,8 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _norm(a: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(a, dim=1)
+    norm: Tensor = torch.linalg.vector_norm(a, dim=1)
+    return norm
 
 
 def _cos(a: Tensor, b: Tensor, na: Tensor, nb: Tensor) -> Tensor:
@@ -240,7 +241,7 @@ class Collector:
                 nb = _norm(B) if nb is None or nb.shape != dn.shape else nb
                 self.sums.add((self.names[i], "iterative_cos"), dot / (nb * gx).clamp_min(_TINY))
         for store in (self.delta_norm, self.deltas, self.inputs, self.branch, self.branch_norm):
-            store.clear()  # type: ignore[attr-defined]
+            store.clear()
 
 
 def _same(a: Tensor, b: Tensor) -> bool:

@@ -18,15 +18,15 @@ from .analyze import DEFAULT_PROBES
 from .analyze import analyze as run_analysis
 from .blocks import Block, find_blocks, streams
 from .capture import capture
+from .data import example_data, load_data
 from .errors import InputsError, ResprobeError, UsageError
 from .graph import Graph
-from .data import example_data, load_data
 from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
 from .load import Loaded, load
 from .measure import DTYPES, Settings
 from .objective import NAMES as OBJECTIVES
-from .report import Report
 from .plugins import DISABLE_ENV, Registry
+from .report import Report
 from .verify import BlockCheck, verify_blocks
 
 __all__ = ["main"]
@@ -184,7 +184,8 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
                    "classes), or a .txt file, one sample per line, for a source with a tokenizer.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Samples per batch when reading --data.")
-@click.option("--max-samples", type=click.IntRange(min=1), metavar="N", help="Use at most N samples of --data.")
+@click.option("--max-samples", type=click.IntRange(min=1), metavar="N",
+              help="Use at most N samples of --data.")
 @click.option("--objective", default="auto", show_default=True, metavar="NAME|module:callable",
               help=f"What gradients are taken of: {', '.join(OBJECTIVES)}, or package.module:callable "
                    "returning one loss per sample from (output, inputs, targets).")
@@ -215,7 +216,8 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
                          max_samples=max_samples) if data else
                example_data(inputs, session.inputs_description or "the source's example inputs"))
-    settings = Settings(dtype=dtype, train=train, refine_ratio=refine_ratio, refine_influence=refine_influence)
+    settings = Settings(dtype=dtype, train=train, refine_ratio=refine_ratio,
+                        refine_influence=refine_influence)
     session.say(f"capturing one forward pass of {type(loaded.model).__name__} and finding blocks")
     with session.progress(batches.batches, "measuring") as progress:
         report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,

@@ -132,8 +132,8 @@ class Instrument:
         if ops != [n.op for n in self.graph.nodes]:
             at = next((k for k, (a, b) in enumerate(zip(ops, self.graph.nodes)) if a != b.op),
                       min(len(ops), len(self.graph.nodes)))
-            mismatches.append(Mismatch(at, self.graph.nodes[at].op if at < len(self.graph.nodes) else "the end",
-                                       ops[at] if at < len(ops) else "the end"))
+            expected = self.graph.nodes[at].op if at < len(self.graph.nodes) else "the end"
+            mismatches.append(Mismatch(at, expected, ops[at] if at < len(ops) else "the end"))
             return False
         applied = self.last.applied if self.last is not None else set()
         missed = [nid for nid in self.sites if nid not in applied]
@@ -331,7 +331,8 @@ class Gated:
         anchor = torch.zeros(())
         try:
             out, recorder = forward(self.model, self.tree, inp,
-                                    rewrite=lambda rec: plan.rewrites(rec, _Silent(), anchor, self.mismatches))
+                                    rewrite=lambda rec: plan.rewrites(rec, _Silent(), anchor,
+                                                                      self.mismatches))
         finally:
             plan.branch_forward.clear()
         return out, plan.check(recorder, self.mismatches)

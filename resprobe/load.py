@@ -33,7 +33,7 @@ class Loaded:
     notes: tuple[str, ...] = ()
     graph: Graph | None = None  # set when the source is a graph already (ExportedProgram, TorchScript)
     inputs_description: str = ""  # what the example inputs are, e.g. "random images made by the adapter"
-    tokenizer: Any = None  # turns text into inputs (``tokenizer(lines, padding=True, ...)``), if the source has one
+    tokenizer: Any = None  # text -> inputs (``tokenizer(lines, padding=True, ...)``), if the source has one
 
 
 def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:

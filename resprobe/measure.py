@@ -113,7 +113,8 @@ class _Plan:
         self.instrument = Instrument(graph, self.blocks, watch)
         self.names = [b.name for b in self.blocks]
         self.params: dict[str, list[str]] = {
-            b.name: list(dict.fromkeys(p for i in b.branch for p in graph.nodes[i].params)) for b in self.blocks}
+            b.name: list(dict.fromkeys(p for i in b.branch for p in graph.nodes[i].params))
+            for b in self.blocks}
 
 
 @contextmanager
@@ -238,8 +239,9 @@ class _Run:
         loss = _mean(host.get(("objective", "loss")))
         zero = [n for n, v in blocks.items() if v["grad_norm"] == 0]
         if zero:
-            self.extra.append(f"the gradient reaching {len(zero)} join(s) is exactly zero (e.g. a zero-initialised "
-                              f"output layer), so their gains are undefined: {', '.join(zero[:3])}"
+            self.extra.append(f"the gradient reaching {len(zero)} join(s) is exactly zero (e.g. a "
+                              "zero-initialised output layer), so their gains are undefined: "
+                              f"{', '.join(zero[:3])}"
                               + (" …" if len(zero) > 3 else ""))
         return Measurement(
             blocks=blocks, streams=self._streams(host),
@@ -266,7 +268,7 @@ class _Run:
         return out
 
     def _streams(self, host: dict[Any, tuple[Any, Any, Any]]) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for sid, idx in zip(self.plan.stream_ids, self.plan.streams):
             entry = host.get(("angular", len(out)))
             matrix = None
@@ -278,7 +280,8 @@ class _Run:
             ls = [{"name": name, "blocks": [self.plan.names[k] for k in ks],
                    "block_influence": _mean(host.get(("layer", name)))}
                   for name, ks, _ in self.plan.layers if ks[0] in idx]
-            out.append({"id": sid, "blocks": names, "states": [f"input of {n}" for n in names] + [f"output of {names[-1]}"],
+            states = [f"input of {n}" for n in names] + [f"output of {names[-1]}"]
+            out.append({"id": sid, "blocks": names, "states": states,
                         "angular_distance": matrix, "layers": ls})
         return out
 

@@ -122,8 +122,9 @@ def _input_ids(inputs: Inputs) -> Tensor | None:
     ``input_ids`` (or a first positional integer tensor)."""
     ids = inputs.kwargs.get("decoder_input_ids")
     ids = ids if ids is not None else inputs.kwargs.get("input_ids")
-    if ids is None and inputs.args and isinstance(inputs.args[0], Tensor) and not inputs.args[0].is_floating_point():
-        ids = inputs.args[0]
+    first = inputs.args[0] if inputs.args else None
+    if ids is None and isinstance(first, Tensor) and not first.is_floating_point():
+        ids = first
     return ids if isinstance(ids, Tensor) and ids.dim() == 2 else None
 
 

@@ -9,19 +9,20 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor, nn
+from zoo import PreNormTransformer
 
 import resprobe
 from resprobe import Inputs, capture, example_data, find_blocks, load_data, measure
+from resprobe.capture import ModuleTree, forward, preserved
 from resprobe.examples import digits_resnet
 from resprobe.instrument import Instrument
-from resprobe.capture import ModuleTree, forward, preserved
-from zoo import PreNormTransformer
 
 D = 6
 
 
 def orthogonal(d: int, seed: int) -> Tensor:
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
     return q.float()
 
 

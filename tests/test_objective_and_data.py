@@ -38,7 +38,8 @@ def test_auto_objective_follows_output_and_data() -> None:
     logits = torch.randn(2, 5, 11)
     assert choose_objective(None, torch.randn(3, 10), Inputs(), None).name == "self-ce"
     assert choose_objective(None, torch.randn(3, 10), Inputs(), torch.tensor([1, 2, 3])).name == "task"
-    assert choose_objective(None, {"logits": logits}, Inputs((), {"input_ids": ids}), None).name == "next-token"
+    named = Inputs((), {"input_ids": ids})
+    assert choose_objective(None, {"logits": logits}, named, None).name == "next-token"
     model = Tiny()
     vocab_wide = torch.randn(2, 5, 11)
     assert choose_objective(None, vocab_wide, Inputs((ids,)), None, model).name == "next-token"
@@ -51,9 +52,11 @@ def test_builtin_objectives_by_hand() -> None:
     out = torch.randn(3, 4)
     targets = torch.tensor([0, 3, 1])
     ce = torch.nn.functional.cross_entropy(out, targets, reduction="none")
-    torch.testing.assert_close(choose_objective("task", out, Inputs(), targets).losses(out, Inputs(), targets), ce)
+    task = choose_objective("task", out, Inputs(), targets)
+    torch.testing.assert_close(task.losses(out, Inputs(), targets), ce)
     self_ce = torch.nn.functional.cross_entropy(out, out.argmax(1), reduction="none")
-    torch.testing.assert_close(choose_objective("self-ce", out, Inputs(), None).losses(out, Inputs(), None), self_ce)
+    own = choose_objective("self-ce", out, Inputs(), None)
+    torch.testing.assert_close(own.losses(out, Inputs(), None), self_ce)
     ids = torch.randint(0, 7, (2, 5))
     logits = torch.randn(2, 5, 7)
     want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), ids[:, 1:].reshape(-1),
@@ -104,7 +107,8 @@ def test_text_file_through_the_cli_with_the_models_tokenizer(tmp_path: Path) -> 
     assert code == 0, err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["data"]["kind"] == "text" and report["data"]["samples"] == 3
-    assert report["data"]["batches"] == 2 and "tokenized with the model's tokenizer" in report["data"]["description"]
+    assert report["data"]["batches"] == 2
+    assert "tokenized with the model's tokenizer" in report["data"]["description"]
     assert report["objective"]["name"] == "projection"
     assert all(b["label"] in ("refine", "rebuild") for b in report["blocks"])
     assert "refinement:" in out and "gradients of projection" in out

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from zoo import D, PreNormTransformer, mlp
 
 import resprobe
 from resprobe.examples import digits_resnet
-from zoo import D, PreNormTransformer, mlp
 
 PROBES = ("verify", "refinement", "gradients", "attribution")
 

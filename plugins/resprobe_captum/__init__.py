@@ -52,7 +52,8 @@ class AttributionProbe:
                                            method="gausslegendre", return_convergence_delta=True)
             except RuntimeError as err:  # the model cannot be differentiated as written
                 why = str(err).strip().splitlines()[0][:200]
-                return resprobe.ProbeResult(self.name, {"measured": 0}, {}, (f"not run: autograd failed ({why})",))
+                return resprobe.ProbeResult(self.name, {"measured": 0}, {},
+                                            (f"not run: autograd failed ({why})",))
             with torch.no_grad():
                 on = score(gates.run(inputs, ones), 1)
                 off = score(gates.run(inputs, torch.zeros_like(ones)), 1)
@@ -61,7 +62,8 @@ class AttributionProbe:
         blocks = {name: {"attribution": round(float(a), 8), "share": round(float(a) / scale, 6)}
                   for name, a in zip(gates.names, mean)}
         summary = {
-            "measured": len(blocks), "score": what, "samples": n, "steps": self.steps, "method": "IntegratedGradients over branch gates",
+            "measured": len(blocks), "score": what, "samples": n, "steps": self.steps,
+            "method": "IntegratedGradients over branch gates",
             "score_all_on": round(float(on.double().mean()), 8),
             "score_all_off": round(float(off.double().mean()), 8),
             "convergence_delta": round(float(delta.detach().abs().double().mean()), 8),

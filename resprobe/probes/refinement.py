@@ -32,7 +32,8 @@ class RefinementProbe:
             "refine": labels.count("refine"), "rebuild": labels.count("rebuild"),
             "thresholds": {"update_ratio_below": s.refine_ratio, "block_influence_below": s.refine_influence},
             "objective": m.objective, "data": m.data, "dtype": s.dtype, "train": s.train,
-            "streams": [{k: st[k] for k in ("id", "states", "angular_distance", "layers")} for st in m.streams],
+            "streams": [{k: st[k] for k in ("id", "blocks", "states", "angular_distance", "layers")}
+                        for st in m.streams],
         }
         return ProbeResult(self.name, summary, blocks, m.notes)
 
