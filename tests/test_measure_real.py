@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import torch
+from test_real_models import _hf_model
 
 import resprobe
-from test_real_models import _hf_model
 
 pytestmark = pytest.mark.zoo
 
@@ -87,11 +87,12 @@ def test_every_block_measured_and_outputs_unchanged(case: str) -> None:
 def test_zero_initialised_head_leaves_gains_undefined_and_says_so() -> None:
     tv = pytest.importorskip("torchvision")
     torch.manual_seed(0)
-    model = tv.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=16,
-                                        mlp_dim=32).eval()  # torchvision zero-initialises the head
+    model = tv.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2,
+                                        hidden_dim=16, mlp_dim=32).eval()  # the head starts at zero
     x = torch.randn(2, 3, 32, 32)
     graph = resprobe.capture(model, x)
-    m = resprobe.measure(model, graph, resprobe.find_blocks(graph), resprobe.example_data(resprobe.Inputs((x,))))
+    data = resprobe.example_data(resprobe.Inputs((x,)))
+    m = resprobe.measure(model, graph, resprobe.find_blocks(graph), data)
     assert all(v["grad_norm"] == 0 and v["branch_gain"] is None for v in m.blocks.values())
     assert all(v["update_ratio"] is not None for v in m.blocks.values())
     assert any("exactly zero" in n for n in m.notes)
