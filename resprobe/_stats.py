@@ -61,7 +61,7 @@ class Sums:
         x = x.reshape(1, -1) if x.dim() < 2 else x.reshape(x.shape[0], -1)
         if weight is None:
             sq = (x.square().sum(1) if squares is None else squares.reshape(-1))
-            part = [x.sum(1), sq, float(x.shape[1])]
+            part = [x.sum(1, dtype=torch.float64), sq, float(x.shape[1])]
         else:
             w = weight.float().reshape(x.shape)
             x = torch.where(w > 0, x, torch.zeros_like(x))
@@ -70,8 +70,7 @@ class Sums:
 
     def add_sums(self, key: Any, sums: Tensor, squares: Tensor, count: float) -> None:
         """Add values already reduced to their sums and sums of squares."""
-        self.v.setdefault(key, []).append([sums.detach().float().reshape(-1),
-                                           squares.detach().float().reshape(-1), count])
+        self.v.setdefault(key, []).append([sums.detach().reshape(-1), squares.detach().reshape(-1), count])
 
     def add_matrix(self, key: Any, total: Tensor, count: Tensor) -> None:
         self.v.setdefault(key, []).append([total, total.new_zeros(()), count])
@@ -134,6 +133,7 @@ class Collector:
         self.delta_norm: dict[int, Tensor] = {}
         self.deltas: dict[int, tuple[Tensor, Tensor]] = {}
         self.branch_norm: dict[int, Tensor] = {}
+        self.ungated: set[int] = set()  # blocks whose input gradient cannot be split (see Instrument)
         self.inputs: dict[tuple[int, str], Tensor] = {}
 
     # -- forward --------------------------------------------------------------------------
@@ -156,8 +156,10 @@ class Collector:
         self.sums.add((name, FORWARD), torch.stack([nb / ns.clamp_min(_TINY), sb / (nb * ns).clamp_min(_TINY),
                                                     1 - sy / (ns * ny).clamp_min(_TINY)]),
                       torch.stack([valid, valid, valid * (ny > 0).float()]))
-        self.sums.add_sums((name, VALUES), torch.stack([B.sum(), S.sum()]),
-                           torch.stack([nb.square().sum(), ns.square().sum()]), float(B.numel()))
+        f64 = torch.float64
+        self.sums.add_sums((name, VALUES), torch.stack([B.sum(dtype=f64), S.sum(dtype=f64)]),
+                           torch.stack([nb.double().square().sum(), ns.double().square().sum()]),
+                           float(B.numel()))
         if b.dim() >= 2:  # per-sample norm of the branch, for the backward statistics
             self.branch_norm[i] = nb.reshape(b.shape[0], -1).square().sum(1).sqrt()
         self.skips[i] = s.detach()
@@ -222,6 +224,8 @@ class Collector:
     def finish_backward(self) -> None:
         """Gains and the iterative-inference cosine, once every gradient has arrived."""
         for i, dn in self.delta_norm.items():
+            if i in self.ungated:
+                continue
             gs, gb = self.inputs.get((i, SKIP)), self.inputs.get((i, BRANCH))
             if gs is None or gb is None or not gs.dim() or gs.shape[0] != dn.shape[0] \
                     or gb.shape[0] != dn.shape[0]:

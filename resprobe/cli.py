@@ -177,7 +177,8 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
 @click.option("--format", "formats", multiple=True, default=("json",), show_default=True,
               help="Exporter plugin(s) to write the report with.")
 @click.option("--probe", "probes", multiple=True, default=DEFAULT_PROBES, show_default=True,
-              help="Probe plugin(s) to run (repeatable), e.g. --probe attribution; see `resprobe plugins`.")
+              help="Probe plugin(s) to run (repeatable; replaces the default list), e.g. --probe verify "
+                   "--probe attribution; see `resprobe plugins`.")
 @click.option("--data", metavar="PATH",
               help="Measure on this data instead of the example inputs: a torch.save file (tensor, "
                    "(inputs, targets) or dict of named inputs), an image folder (sub-folders = "
@@ -264,8 +265,8 @@ def _summary(report: Report) -> str:
         gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
         line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
                  f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
-    for r in report.results:
-        line += "".join(f"\nnote ({r.probe}): {n}" for n in r.notes)
+    notes = dict.fromkeys(n for r in report.results for n in r.notes)
+    line += "".join(f"\nnote: {n}" for n in notes)
     return line
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from .errors import InputsError
 from .inputs import Inputs
 
-__all__ = ["Data", "example_data", "load_data"]
+__all__ = ["Data", "batch_size", "example_data", "load_data"]
 
 Batch = tuple[Inputs, Any]  # inputs and targets (None when the data has none)
 _IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -83,6 +83,11 @@ def load_data(path: str, like: Inputs, *, tokenizer: Any = None, batch_size: int
             yield _slice(inputs, start, stop), t
 
     return Data(kind, desc, n, batch_size, make)
+
+
+def batch_size(inputs: Inputs) -> int:
+    """The number of samples in ``inputs``: the first dimension of its first batched tensor."""
+    return _batch_size(inputs)
 
 
 def _batch_size(inputs: Inputs) -> int:

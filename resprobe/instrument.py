@@ -136,10 +136,19 @@ class Instrument:
             mismatches.append(Mismatch(at, expected, ops[at] if at < len(ops) else "the end"))
             return False
         applied = self.last.applied if self.last is not None else set()
+        if self.last is not None:  # a reader of a block input left ungated: its split is incomplete
+            for nid, roles in self.consumers.items():
+                if nid not in applied:
+                    self.last.ungated.update(j for _, _, j in roles)
         missed = [nid for nid in self.sites if nid not in applied]
         for nid in missed:
             mismatches.append(Mismatch(nid, "a join of the graph's skip and branch", "other operands"))
         return not missed
+
+    def ungated(self) -> set[int]:
+        """Blocks of the last pass whose input was read without a gate (written in place by a
+        reader, or read where the graph did not expect it): their skip/branch split is incomplete."""
+        return set(self.last.ungated) if self.last is not None else set()
 
     def watcher(self, listener: Listener) -> Watcher | None:
         """A recorder watcher that hands the watched nodes' outputs to ``listener``."""
@@ -175,6 +184,7 @@ class _Pass:
         self.anchor = anchor
         self.mismatches = mismatches
         self.applied: set[int] = set()
+        self.ungated: set[int] = set()  # blocks whose input is written in place by a reader of it
 
     def _expected(self, nid: int, func: Any) -> bool:
         """Whether ``func`` is the op the graph has at ``nid`` (an op that returns its input,
@@ -225,7 +235,9 @@ class _Pass:
                 gated[sp] = Gate.apply(s, self.anchor, skip_tap)
                 gated[bp] = Gate.apply(bb, self.anchor, branch_tap)
                 y = torch.add(*gated[:2], **kwargs) if name in _INPLACE_JOINS else func(*gated, **kwargs)
-                self.listener.joined(i, s, br, y, plain and scale is None)
+                # s is overwritten below when it is the tensor add_ writes into: keep its value
+                kept = s.detach().clone() if name == "Tensor.add_" and sp == 0 else s
+                self.listener.joined(i, kept, br, y, plain and scale is None)
                 if name == "Tensor.add_":  # written in place by the model: keep it so
                     args[0].copy_(y)
                     return args[0]
@@ -237,12 +249,17 @@ class _Pass:
 
     def consumer(self, nid: int, roles: list[tuple[int, str, int]]) -> Rewrite:
         def rewrite(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if not self._expected(nid, func) or _op_names(func)[0].endswith("_"):
+            if not self._expected(nid, func):
                 return func, args, kwargs
             taps: dict[int, Callable[[Tensor], Tensor]] = {}
             for fork in dict.fromkeys(f for f, _, _ in roles):
                 taps[fork] = self._tap([(role, j) for f, role, j in roles if f == fork])
-            gated_args = self._gated(args, taps)
+            if _op_names(func)[0].endswith("_") and args:  # in place: the written tensor cannot be gated
+                written = self.recorder.producer(args[0]) if isinstance(args[0], Tensor) else None
+                self.ungated.update(j for f, _, j in roles if f == written)
+                gated_args = (args[0], *self._gated(args[1:], taps))
+            else:
+                gated_args = self._gated(args, taps)
             gated_kwargs = {k: self._gated_one(v, taps) for k, v in kwargs.items()}
             if any(a is not b for a, b in zip(gated_args, args)) or any(
                     gated_kwargs[k] is not v for k, v in kwargs.items()):
@@ -265,8 +282,10 @@ class _Pass:
 
 def _left(scale: float | Tensor, like: Tensor) -> float | Tensor:
     """``scale`` shaped to broadcast against ``like`` from the left (one value per sample)."""
-    if isinstance(scale, Tensor) and scale.dim() and scale.dim() < like.dim():
-        return scale.reshape(*scale.shape, *([1] * (like.dim() - scale.dim())))
+    if isinstance(scale, Tensor):
+        if scale.dim() and scale.dim() < like.dim():
+            scale = scale.reshape(*scale.shape, *([1] * (like.dim() - scale.dim())))
+        return scale.to(like.dtype)
     return scale
 
 

@@ -17,6 +17,7 @@ from ._stats import BACKWARD, FORWARD, GAINS, VALUES, Collector, Sums
 from .blocks import Block, find_blocks
 from .capture import ModuleTree, capture, forward, preserved, unwrap
 from .data import Data
+from .data import batch_size as _batch_size
 from .errors import AnalysisError, UsageError
 from .graph import Graph
 from .inputs import Inputs
@@ -150,6 +151,8 @@ class _Run:
         self.divergence: Mismatch | None = None
         self.extra: list[str] = []
         self.grad_error = ""
+        self.ungated: set[str] = set()
+        self.adopted = False
 
     def batch(self, inp: Inputs, targets: Any) -> None:
         got = self._pass(self.plan, inp, targets)
@@ -157,11 +160,13 @@ class _Run:
             # Re-capture this batch with autograd on (some models record other ops with grad on,
             # e.g. a .contiguous() that is a no-op without it). Same blocks: adopt the new graph.
             # Other blocks: the control flow changed; this batch's blocks are matched by name.
-            graph = capture(self.model, inp, grad=True, train=self.settings.train)
+            with self._autocast(inp):
+                graph = capture(self.model, inp, grad=True, train=self.settings.train)
             plan = _Plan(graph, find_blocks(graph))
             same = plan.names == self.plan.names
             if same:
                 self.plan = plan
+                self.adopted = True
             else:
                 self.redone += 1
             got = self._pass(plan, inp, targets, streams=same)
@@ -182,9 +187,7 @@ class _Run:
         device = _device(self.tree, inp)
         anchor = torch.zeros((), device=device, requires_grad=True)
         mismatches: list[Mismatch] = []
-        dtype = DTYPES[self.settings.dtype]
-        with torch.enable_grad(), (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                                   else contextlib.nullcontext()):
+        with torch.enable_grad(), self._autocast(inp):
             out, recorder = forward(self.model, self.tree, inp, watcher=plan.instrument.watcher(collector),
                                     rewrite=lambda rec: plan.instrument.rewrites(rec, collector, anchor,
                                                                                  mismatches))
@@ -192,10 +195,13 @@ class _Run:
             self.divergence = self.divergence or mismatches[0]
             return None
         collector.finish_forward()
+        collector.ungated = plan.instrument.ungated()
+        for i in collector.ungated:
+            self.ungated.add(plan.names[i])
         if self.objective is None:
             self.objective = choose_objective(self.spec, out, inp, targets, self.model)
         losses = self.objective.losses(out, inp, targets)
-        n = int(losses.shape[0])
+        n = int(losses.shape[0]) if losses.numel() > 1 else _batch_size(inp)
         sums.add(("objective", "loss"), losses)
         if self._backward(plan, losses.sum(), anchor):
             collector.finish_backward()
@@ -203,6 +209,12 @@ class _Run:
             for key in [k for k in sums.v if k[1] in (BACKWARD, GAINS, "iterative_cos")]:
                 del sums.v[key]
         return sums, n, plan.names
+
+    def _autocast(self, inp: Inputs) -> Any:
+        dtype = DTYPES[self.settings.dtype]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(_device(self.tree, inp).type, dtype=dtype)
 
     def _backward(self, plan: _Plan, total: Tensor, anchor: Tensor) -> bool:
         """Gradients of ``total``; False when there are none (the notes say why)."""
@@ -297,6 +309,13 @@ class _Run:
         if self.skipped:
             notes.append(f"{self.skipped} batch(es) skipped: the model took a different path when re-run")
         notes += self.extra
+        if self.adopted:
+            notes.append("the model records other ops with autograd on than off: its graph was captured "
+                         "again with autograd on (and autocast, if set) for the measurement")
+        if self.ungated:
+            notes.append(f"the input of {len(self.ungated)} block(s) is written in place by an op that also "
+                         f"reads it, so its gradient cannot be split into skip and branch parts (gains and "
+                         f"iterative cosine left out): {', '.join(sorted(self.ungated)[:4])}")
         if self.grad_error:
             notes.append(f"gradient statistics not measured: autograd failed ({self.grad_error[:200]}); "
                          "a model that writes in place into a tensor its backward needs cannot be "

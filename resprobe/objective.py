@@ -74,7 +74,9 @@ def _task(output: Any, inputs: Inputs, targets: Any) -> Tensor:
     if not isinstance(t, Tensor):
         raise InputsError("the data's targets are not a tensor")
     if t.is_floating_point():
-        return 0.5 * (out.float() - t.float()).pow(2).reshape(out.shape[0], -1).mean(1)
+        if t.numel() != out.numel():
+            raise InputsError(f"float targets of shape {tuple(t.shape)} do not fit output {tuple(out.shape)}")
+        return 0.5 * (out.float() - t.float().reshape(out.shape)).pow(2).reshape(out.shape[0], -1).mean(1)
     if out.dim() == t.dim() + 1:
         ce = F.cross_entropy(out.float().movedim(-1, 1) if out.dim() > 2 else out.float(), t.long(),
                              reduction="none", ignore_index=-100)

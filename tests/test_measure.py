@@ -250,3 +250,111 @@ def test_meta_and_graph_only_sources_are_not_measured() -> None:
         assert result is not None and result.summary["measured"] == 0
         assert "meta device" in result.notes[0]
     assert report.objective is None
+
+
+class InplaceReader(nn.Module):
+    """The branch ends in ``h.mul_(x)``: an in-place op that reads the block input ``x``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.f = nn.Linear(D, D), nn.Linear(D, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.a(x)
+        h = self.f(x.relu())
+        return x + h.mul_(x)
+
+
+def test_an_in_place_reader_of_the_block_input_is_gated_too() -> None:
+    torch.manual_seed(0)
+    model = InplaceReader()
+    x = torch.randn(4, D)
+    graph = capture(model, x)
+    blocks = [b for b in find_blocks(graph) if b.is_residual]
+    plan = Instrument(graph, blocks, watch=tuple(b.fork for b in blocks))
+    listener = _Split()
+    tree = ModuleTree(model)
+    anchor = torch.zeros((), requires_grad=True)
+    with preserved(model, tree, False), torch.enable_grad():
+        out, rec = forward(model, tree, Inputs((x,)),
+                           rewrite=lambda r: plan.rewrites(r, listener, anchor, []),
+                           watcher=plan.watcher(listener))
+        assert plan.check(rec, []) and not plan.ungated()
+        fork = listener.nodes[blocks[0].fork]
+        (want,) = torch.autograd.grad(out.sum(), [fork])
+    got = listener.grads[(0, "skip")] + listener.grads[(0, "branch")]
+    torch.testing.assert_close(got, want)
+
+
+class InplaceSkipJoin(nn.Module):
+    """``x.add_(f(x))`` overwrites the skip: the stream's states must be taken before that."""
+
+    def __init__(self, inplace: bool):
+        super().__init__()
+        self.a, self.f1, self.f2 = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.a(x)
+        x = x.add_(self.f1(x.relu())) if self.inplace else x + self.f1(x.relu())
+        return x + self.f2(x.relu())
+
+
+def test_in_place_join_into_the_skip_keeps_the_stream_states() -> None:
+    x = torch.randn(4, D)
+    got = []
+    for inplace in (False, True):
+        torch.manual_seed(0)
+        model = InplaceSkipJoin(inplace)
+        graph = capture(model, x)
+        m = measure(model, graph, find_blocks(graph), example_data(Inputs((x,))))
+        got.append((m.streams[0]["angular_distance"], {k: v["block_influence"] for k, v in m.blocks.items()}))
+    assert got[0] == got[1]
+
+
+class RMSNorm(nn.Module):
+    """LLaMA's norm: an fp32 round trip that is a no-op without autocast, a real cast with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(D))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        return self.w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
+
+
+class RMSBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.n1, self.f1, self.n2, self.f2 = nn.Linear(D, D), RMSNorm(), nn.Linear(D, D), RMSNorm(), \
+            nn.Linear(D, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.a(x)
+        x = x + self.f1(self.n1(x))
+        return x + self.f2(self.n2(x))
+
+
+def test_autocast_records_other_ops_and_is_captured_again() -> None:
+    torch.manual_seed(0)
+    model, x = RMSBlocks(), torch.randn(4, 3, D)
+    graph = capture(model, x)
+    m = measure(model, graph, find_blocks(graph), example_data(Inputs((x,))),
+                settings=resprobe.Settings(dtype="bfloat16"))
+    full = measure(model, graph, find_blocks(graph), example_data(Inputs((x,))))
+    assert any("captured again" in n for n in m.notes)
+    for name, v in m.blocks.items():
+        assert v["update_ratio"] == pytest.approx(full.blocks[name]["update_ratio"], rel=0.05)
+
+
+def test_a_scalar_objective_still_counts_samples() -> None:
+    model, x = OrthBlocks(), torch.randn(5, D)
+    graph = capture(model, x)
+    per_sample = measure(model, graph, find_blocks(graph), example_data(Inputs((x,))), objective="square")
+    total = measure(model, graph, find_blocks(graph), example_data(Inputs((x,))),
+                    objective=lambda out, inp, t: 0.5 * out.pow(2).mean(1).sum())
+    for name, v in total.blocks.items():
+        assert v["samples"] == 5
+        assert v["param_grad_norm"] == pytest.approx(per_sample.blocks[name]["param_grad_norm"], rel=1e-5)

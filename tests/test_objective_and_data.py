@@ -162,3 +162,11 @@ def test_text_without_a_tokenizer_says_what_to_do(tmp_path: Path) -> None:
     code, _, err = run("analyze", "--data", str(tmp_path / "t.txt"), "-o", str(tmp_path / "r"))
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "the source has no tokenizer" in errors[0]
+
+
+def test_float_targets_of_another_size_are_refused() -> None:
+    out = torch.randn(4, 1)
+    objective = choose_objective("task", out, Inputs(), torch.randn(4))
+    torch.testing.assert_close(objective.losses(out, Inputs(), torch.zeros(4)), 0.5 * out[:, 0].pow(2))
+    with pytest.raises(resprobe.InputsError, match="do not fit output"):
+        objective.losses(out, Inputs(), torch.zeros(5))

@@ -30,9 +30,20 @@ class AttributionProbe:
         why = context.measurable
         if why is not None:
             return resprobe.ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        inputs, targets = _first_batch(context, self.max_samples)
+        device = next((p.device for p in context.model.parameters()), torch.device("cpu"))
+        inputs = inputs.to(device)
+        targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
+        try:
+            return self._attribute(context, inputs, targets)
+        except (RuntimeError, resprobe.ResprobeError) as err:  # e.g. a model autograd cannot differentiate
+            why = str(err).strip().splitlines()[0][:200]
+            return resprobe.ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+
+    def _attribute(self, context: resprobe.ProbeContext, inputs: resprobe.Inputs,
+                   targets: Any) -> resprobe.ProbeResult:
         from captum.attr import IntegratedGradients
 
-        inputs, targets = _first_batch(context, self.max_samples)
         with resprobe.gated(context.model, context.graph, context.blocks,
                             train=context.settings.train) as gates:
             with torch.no_grad():
@@ -47,13 +58,8 @@ class AttributionProbe:
             device = resprobe.main_output(plain).device
             ones = torch.ones(n, len(gates.names), device=device)
             ig = IntegratedGradients(forward)
-            try:
-                attr, delta = ig.attribute(ones, baselines=torch.zeros_like(ones), n_steps=self.steps,
-                                           method="gausslegendre", return_convergence_delta=True)
-            except RuntimeError as err:  # the model cannot be differentiated as written
-                why = str(err).strip().splitlines()[0][:200]
-                return resprobe.ProbeResult(self.name, {"measured": 0}, {},
-                                            (f"not run: autograd failed ({why})",))
+            attr, delta = ig.attribute(ones, baselines=torch.zeros_like(ones), n_steps=self.steps,
+                                       method="gausslegendre", return_convergence_delta=True)
             with torch.no_grad():
                 on = score(gates.run(inputs, ones), 1)
                 off = score(gates.run(inputs, torch.zeros_like(ones)), 1)
