@@ -5,6 +5,7 @@ from .analyze import DEFAULT_PROBES, analyze
 from .blocks import Block, Stream, find_blocks, streams
 from .capture import capture
 from .data import Data, example_data, load_data
+from .depth import exact_profile, sample_profile
 from .errors import (
     AnalysisError,
     CaptureError,
@@ -17,6 +18,7 @@ from .errors import (
 from .graph import Graph, Node
 from .inputs import Inputs, infer_inputs, load_inputs
 from .instrument import Gated, gated
+from .lesion import lesion
 from .load import Loaded, load
 from .measure import Measurement, Settings, measure
 from .objective import Objective, choose_objective, main_output
@@ -58,15 +60,18 @@ __all__ = [
     "analyze",
     "capture",
     "choose_objective",
+    "exact_profile",
     "example_data",
     "find_blocks",
     "gated",
     "infer_inputs",
+    "lesion",
     "load",
     "load_data",
     "load_inputs",
     "main_output",
     "measure",
+    "sample_profile",
     "streams",
     "verify_blocks",
 ]

@@ -18,7 +18,7 @@ from .report import ProbeResult, Report
 
 __all__ = ["DEFAULT_PROBES", "analyze"]
 
-DEFAULT_PROBES = ("verify", "refinement", "gradients")
+DEFAULT_PROBES = ("verify", "refinement", "gradients", "depth", "lesion")
 
 
 def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEFAULT_PROBES,

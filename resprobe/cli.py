@@ -198,12 +198,26 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
               help="A block refines when its update ratio is below this ...")
 @click.option("--refine-influence", type=float, default=0.5, show_default=True,
               help="... and its block influence 1 - cos(skip, output) is below this; else it rebuilds.")
+@click.option("--exact", is_flag=True,
+              help="depth: also compute the exact path-length profile (about n/2 backward passes per batch).")
+@click.option("--max-length", type=click.IntRange(min=0), metavar="K",
+              help="depth: keep only path lengths <= K in the exact profile (exact for those kept).")
+@click.option("--sample", type=click.IntRange(min=0), default=0, metavar="N",
+              help="depth: Veit's sampler, N path patterns per length, one backward pass each.")
+@click.option("--validate", is_flag=True,
+              help="depth: compute the exact profile and report its distance to the estimate.")
+@click.option("--lesion-draws", type=click.IntRange(min=1), default=3, show_default=True,
+              help="lesion: random sets of k deleted blocks per k on the degradation curve.")
+@click.option("--lesion-module", "lesion_modules", multiple=True, metavar="NAME",
+              help="lesion: also delete this module (its output replaced by its input); repeatable. "
+                   "Works on networks without skips too.")
 @click.pass_context
 def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
             inputs_file: str | None, device: str, seed: int, quiet: bool, out: str,
             formats: tuple[str, ...], probes: tuple[str, ...], data: str | None, batch_size: int,
             max_samples: int | None, objective: str, dtype: str, train: bool, refine_ratio: float,
-            refine_influence: float) -> None:
+            refine_influence: float, exact: bool, max_length: int | None, sample: int, validate: bool,
+            lesion_draws: int, lesion_modules: tuple[str, ...]) -> None:
     """Analyse SOURCE and write a report directory (report.json).
 
     Captures one forward pass, finds every residual block and stream, checks each block on
@@ -218,7 +232,9 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
                          max_samples=max_samples) if data else
                example_data(inputs, session.inputs_description or "the source's example inputs"))
     settings = Settings(dtype=dtype, train=train, refine_ratio=refine_ratio,
-                        refine_influence=refine_influence)
+                        refine_influence=refine_influence, exact=exact, max_length=max_length, sample=sample,
+                        validate=validate,
+                        lesion_draws=lesion_draws, lesion_modules=lesion_modules)
     session.say(f"capturing one forward pass of {type(loaded.model).__name__} and finding blocks")
     with session.progress(batches.batches, "measuring") as progress:
         report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,
@@ -233,6 +249,33 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
 
         raise VerificationError(f"{check.summary['checked'] - check.summary['passed']} block(s) failed "
                                 "the numerical check; see the verify results in the report")
+
+
+def _depth_summary(report: Report) -> str:
+    out = ""
+    depth = report.result("depth")
+    if depth and depth.summary.get("measured"):
+        for s in depth.summary["streams"]:
+            if s.get("effective_depth") is not None:
+                window = s["estimate_magnitude"]["window"]
+                out += (f"\neffective depth (stream {s['id']}): {s['effective_depth']:.1f} of "
+                        f"{s['nominal']} blocks, paths {window[0]}-{window[1]} long carry 90% of the "
+                        "gradient")
+                if "exact" in s:
+                    out += f"; exact profile: mean {s['exact']['mean']:.1f}, window {s['exact']['window']}"
+    lesions = report.result("lesion")
+    if lesions and lesions.blocks:
+        worst = max(lesions.blocks.items(), key=lambda kv: kv[1].get("loss_change", 0.0))
+        values = list(lesions.blocks.values())
+        if all("agreement" in v for v in values):
+            calm = sum(1 for v in values if v["agreement"] >= 0.95)
+            what = "keep >= 95% of the top-1 predictions"
+        else:
+            calm = sum(1 for v in values if v.get("output_change", 1.0) < 0.1)
+            what = "change the output by < 10%"
+        out += (f"\nlesions: {calm} of {len(values)} block(s) can each be deleted and {what}; the largest "
+                f"loss change is {worst[1].get('loss_change', 0.0):+.3g} ({worst[0]})")
+    return out
 
 
 def _objective(spec: str) -> Any:
@@ -265,6 +308,7 @@ def _summary(report: Report) -> str:
         gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
         line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
                  f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
+    line += _depth_summary(report)
     notes = dict.fromkeys(n for r in report.results for n in r.notes)
     line += "".join(f"\nnote: {n}" for n in notes)
     return line

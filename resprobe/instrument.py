@@ -50,13 +50,14 @@ class Gate(torch.autograd.Function):
     when nothing before it requires grad."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, anchor: Tensor, tap: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, anchor: Tensor, tap: Callable[[Tensor], Tensor],
+                copy: bool = False) -> Tensor:
         ctx.tap = tap
-        return x.view_as(x)
+        return x.clone() if copy else x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        return ctx.tap(grad), None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        return ctx.tap(grad), None, None, None
 
 
 @dataclass
@@ -80,14 +81,22 @@ class Instrument:
     """The plan for gating ``blocks`` of ``graph`` (residual blocks only; concat skips are
     not refinement steps). ``watch`` names nodes whose outputs the listener receives.
 
+    ``copy=True`` makes every gate output (and the join output handed on to the model) a copy
+    rather than a view, so that each stays a stable point of the autograd graph that later
+    in-place ops cannot touch (for gradients taken between them, as the exact path-length
+    profile does); a listener with a ``gated(i, role, tensor)`` method then receives the gate
+    outputs (roles ``skip``/``branch`` at the block input, ``join-skip``/``join-branch`` at the
+    join).
+
     Scales (read when used, so they can change between passes): ``branch_forward[i]`` multiplies
     block i's branch before the join (a float, or a tensor broadcast against the branch from
     the left, e.g. one value per sample); ``skip_backward[i]`` / ``branch_backward[i]`` multiply
     the gradient leaving the join through the skip / the branch.
     """
 
-    def __init__(self, graph: Graph, blocks: list[Block], watch: tuple[int, ...] = ()):
+    def __init__(self, graph: Graph, blocks: list[Block], watch: tuple[int, ...] = (), copy: bool = False):
         self.graph = graph
+        self.copy = copy
         self.blocks = [b for b in blocks if b.is_residual]
         self.watch = frozenset(watch)
         self.sites = {b.join: _Site(b, i) for i, b in enumerate(self.blocks)}
@@ -185,6 +194,8 @@ class _Pass:
         self.mismatches = mismatches
         self.applied: set[int] = set()
         self.ungated: set[int] = set()  # blocks whose input is written in place by a reader of it
+        self.handles: Callable[[int, str, Tensor], None] | None = getattr(listener, "gated", None)
+        self.roles: list[tuple[int, str, int]] = []
 
     def _expected(self, nid: int, func: Any) -> bool:
         """Whether ``func`` is the op the graph has at ``nid`` (an op that returns its input,
@@ -232,16 +243,23 @@ class _Pass:
                 written = name == "Tensor.add_" and bp == 0  # the branch is written in place below
                 bb = br if scale is None else (br.clone() if written else br) * _left(scale, br)
                 gated = list(args)
-                gated[sp] = Gate.apply(s, self.anchor, skip_tap)
-                gated[bp] = Gate.apply(bb, self.anchor, branch_tap)
+                gated[sp] = Gate.apply(s, self.anchor, skip_tap, plan.copy)
+                gated[bp] = Gate.apply(bb, self.anchor, branch_tap, plan.copy)
                 y = torch.add(*gated[:2], **kwargs) if name in _INPLACE_JOINS else func(*gated, **kwargs)
+                if self.handles is not None:
+                    self.handles(i, "join-skip", gated[sp])
+                    self.handles(i, "join-branch", gated[bp])
+                    for role, j in roles:
+                        self.handles(j, role, gated[sp])
+                    for role, j in sinks_b:
+                        self.handles(j, role, gated[bp])
                 # s is overwritten below when it is the tensor add_ writes into: keep its value
                 kept = s.detach().clone() if name == "Tensor.add_" and sp == 0 else s
                 self.listener.joined(i, kept, br, y, plain and scale is None)
                 if name == "Tensor.add_":  # written in place by the model: keep it so
                     args[0].copy_(y)
                     return args[0]
-                return y
+                return y.clone() if plan.copy else y  # a copy: the model may write into what it gets
 
             return joined, args, kwargs
 
@@ -254,6 +272,7 @@ class _Pass:
             taps: dict[int, Callable[[Tensor], Tensor]] = {}
             for fork in dict.fromkeys(f for f, _, _ in roles):
                 taps[fork] = self._tap([(role, j) for f, role, j in roles if f == fork])
+            self.roles = roles
             if _op_names(func)[0].endswith("_") and args:  # in place: the written tensor cannot be gated
                 written = self.recorder.producer(args[0]) if isinstance(args[0], Tensor) else None
                 self.ungated.update(j for f, _, j in roles if f == written)
@@ -273,8 +292,16 @@ class _Pass:
 
     def _gated_one(self, a: Any, taps: dict[int, Callable[[Tensor], Tensor]]) -> Any:
         if isinstance(a, Tensor):
-            tap = taps.get(self.recorder.producer(a))  # type: ignore[arg-type]
-            return a if tap is None or not a.is_floating_point() else Gate.apply(a, self.anchor, tap)
+            fork = self.recorder.producer(a)
+            tap = taps.get(fork)  # type: ignore[arg-type]
+            if tap is None or not a.is_floating_point():
+                return a
+            out = Gate.apply(a, self.anchor, tap, self.plan.copy)
+            if self.handles is not None:
+                for f, role, j in self.roles:
+                    if f == fork:
+                        self.handles(j, role, out)
+            return out
         if type(a) is list or type(a) is tuple:
             return type(a)(self._gated_one(v, taps) for v in a)
         return a

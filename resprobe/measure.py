@@ -34,12 +34,19 @@ class Settings:
     """How to measure: ``dtype`` runs the model under autocast (statistics stay fp32);
     ``train`` keeps train mode (buffers are restored afterwards); a block is labelled
     ``refine`` when its update ratio < ``refine_ratio`` and its block influence
-    < ``refine_influence``, else ``rebuild``."""
+    < ``refine_influence``, else ``rebuild``. The rest configure the ``depth`` and ``lesion``
+    probes (see docs/effective-depth.md)."""
 
     dtype: str = "float32"
     train: bool = False
     refine_ratio: float = 1.0
     refine_influence: float = 0.5
+    exact: bool = False  # depth: the exact path-length profile (~n/2 backward passes per batch)
+    max_length: int | None = None  # depth: keep path lengths <= this in the exact profile
+    sample: int = 0  # depth: Veit's sampler, this many path patterns per length (0: off)
+    validate: bool = False  # depth: exact profile next to the estimate, with their distance
+    lesion_draws: int = 3  # lesion: random sets per size on the degradation curve
+    lesion_modules: tuple[str, ...] = ()  # lesion: modules to delete as well (output := input)
 
 
 @dataclass(frozen=True)
@@ -299,8 +306,8 @@ class _Run:
 
     def _notes(self, data: Data) -> list[str]:
         notes = []
-        if data.kind == "example":
-            notes.append(f"measured on {data.description}; pass data to measure on real inputs")
+        if data.kind == "example" and "random" in data.description:
+            notes.append(f"measured on {data.description}; pass --data to measure on real inputs")
         if self.redone:
             seen = sorted(k for k, v in self.block_samples.items() if v != self.samples)
             notes.append(f"control flow changed on {self.redone} batch(es): each was re-captured and its "

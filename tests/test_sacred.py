@@ -14,7 +14,7 @@ from zoo import D, PreNormTransformer, mlp
 import resprobe
 from resprobe.examples import digits_resnet
 
-PROBES = ("verify", "refinement", "gradients", "attribution")
+PROBES = ("verify", "refinement", "gradients", "depth", "lesion", "attribution")
 
 
 def snapshot(model: nn.Module) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def test_model_is_bit_identical_after_every_probe(
     torch.manual_seed(123)
     before = snapshot(model)
     report = resprobe.analyze(resprobe.Loaded(model, inputs), probes=PROBES,
-                              settings=resprobe.Settings(train=train))
+                              settings=resprobe.Settings(train=train, exact=True, sample=2, validate=True))
     assert_same(before, snapshot(model))
     gradients = report.result("gradients")
     assert gradients is not None and gradients.summary["measured"] > 0

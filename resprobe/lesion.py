@@ -1,0 +1,170 @@
+"""Lesion studies: delete residual blocks (branch scaled to 0 in the forward pass, ``y = s``)
+or whole modules (output replaced by input), and measure what changes."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import Block
+from .data import Data
+from .errors import UsageError
+from .graph import Graph
+from .instrument import Gated, gated
+from .objective import Objective, choose_objective, main_output
+
+__all__ = ["curve_sizes", "lesion"]
+
+_CLASSIFYING = frozenset({"self-ce", "next-token", "task"})
+
+
+def curve_sizes(n: int, points: int = 8) -> list[int]:
+    """How many blocks to delete at once for the degradation curve: every k up to ``points``
+    values, spread evenly over 1..n."""
+    if n <= points:
+        return list(range(1, n + 1))
+    return sorted({max(1, round(1 + (n - 1) * j / (points - 1))) for j in range(points)})
+
+
+@contextmanager
+def _module_deleted(model: nn.Module, name: str) -> Iterator[None]:
+    """``model.<name>`` passes its first input through unchanged (a hook, removed on exit)."""
+    module = dict(model.named_modules()).get(name)
+    if module is None:
+        raise UsageError(f"the model has no module {name!r} to delete; see `resprobe blocks` for names")
+
+    def through(_: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        first = args[0] if args else None
+        if not isinstance(first, Tensor) or not isinstance(out, Tensor) or first.shape != out.shape:
+            raise UsageError(f"module {name!r} cannot be deleted: its output is not shaped like its input")
+        return args[0]
+
+    handle = module.register_forward_hook(through)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class _Effects:
+    """Accumulates, per lesion, the change of loss, accuracy, agreement and output."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, float]] = {}
+        self.count: dict[str, int] = {}
+
+    def add(self, key: str, values: dict[str, Tensor]) -> None:
+        entry = self.sums.setdefault(key, {})
+        n = 0
+        for k, v in values.items():
+            entry[k] = entry.get(k, 0.0) + float(v.sum())
+            n = int(v.numel())
+        self.count[key] = self.count.get(key, 0) + n
+
+    def mean(self, key: str) -> dict[str, float]:
+        c = max(self.count.get(key, 0), 1)
+        return {k: round(v / c, 8) for k, v in self.sums.get(key, {}).items()}
+
+
+def _compare(full: Any, lesioned: Any, objective: Objective, inputs: Any, targets: Any,
+             base_losses: Tensor) -> dict[str, Tensor]:
+    """Per sample: loss change, output change, and for classifying outputs KL and agreement."""
+    a, b = main_output(full).float(), main_output(lesioned).float()
+    n = a.shape[0]
+    if objective.name == "self-ce":  # against the full model's prediction, not the lesioned one's own
+        losses = F.cross_entropy(b, a.argmax(-1), reduction="none")
+    else:
+        losses = objective.losses(lesioned, inputs, targets)
+    out = {"loss_change": losses - base_losses,
+           "output_change": (b - a).reshape(n, -1).norm(dim=1)
+           / a.reshape(n, -1).norm(dim=1).clamp_min(1e-30)}
+    if objective.name in _CLASSIFYING and a.dim() >= 2:
+        logp, logq = F.log_softmax(a, -1), F.log_softmax(b, -1)
+        out["kl"] = (logp.exp() * (logp - logq)).sum(-1).reshape(n, -1).mean(1)
+        out["agreement"] = (a.argmax(-1) == b.argmax(-1)).float().reshape(n, -1).mean(1)
+        if isinstance(targets, Tensor) and not targets.is_floating_point() and targets.shape == a.shape[:-1]:
+            out["accuracy"] = (b.argmax(-1) == targets).float().reshape(n, -1).mean(1)
+            out["base_accuracy"] = (a.argmax(-1) == targets).float().reshape(n, -1).mean(1)
+    return out
+
+
+def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, objective: Any = None,
+           draws: int = 3, points: int = 8, modules: tuple[str, ...] = (), seed: int = 0,
+           train: bool = False, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Delete each residual block of ``blocks`` in turn, then ``draws`` random sets of k
+    blocks for each k of ``curve_sizes``, then each module in ``modules``, and report the mean
+    change per sample: ``loss_change``, ``output_change`` (‖Δoutput‖/‖output‖), and for
+    classifying objectives ``kl`` (KL(full ‖ lesioned) of the softmax), ``agreement`` (top-1
+    unchanged) and ``accuracy`` against targets when the data has them."""
+    effects = _Effects()
+    rng = random.Random(seed)
+    residual = [b for b in blocks if b.is_residual]
+    sizes = curve_sizes(len(residual), points)
+    sets = [(f"k={k}#{d}", rng.sample(range(len(residual)), k)) for k in sizes for d in range(draws)]
+    chosen: Objective | None = None
+    batches = data.batches
+    with gated(model, graph, blocks, train=train) as g:
+        device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
+        for step, (inp, targets) in enumerate(data):
+            inp = inp.to(device)
+            targets = targets.to(device) if isinstance(targets, Tensor) else targets
+            with torch.no_grad():
+                full = g.run(inp)
+                if chosen is None:
+                    chosen = choose_objective(objective, full, inp, targets, g.model)
+                base = chosen.losses(full, inp, targets)
+                effects.add("full", {"loss": base})
+                lesions = [(b.name, [i]) for i, b in enumerate(residual)] + sets
+                for key, out in _deleted(g, inp, lesions, len(residual), replicas=1 if train else 0):
+                    effects.add(key, _compare(full, out, chosen, inp, targets, base))
+                for name in modules:
+                    with _module_deleted(g.model, name):
+                        effects.add(f"module:{name}", _compare(full, g.run(inp), chosen, inp, targets, base))
+            if progress is not None:
+                progress(step + 1, batches)
+    assert chosen is not None
+    curve = []
+    for k in sizes if draws else ():
+        rows = [effects.mean(f"k={k}#{d}") for d in range(draws)]
+        curve.append({"deleted": k, "draws": draws, **{key: round(sum(r[key] for r in rows) / draws, 8)
+                                                      for key in rows[0]},
+                      **{f"{key}_std": round(_std([r[key] for r in rows]), 8) for key in rows[0]}})
+    return {"objective": {"name": chosen.name, "description": chosen.description},
+            "loss": effects.mean("full").get("loss"),
+            "blocks": {b.name: effects.mean(b.name) for b in residual},
+            "modules": {name: effects.mean(f"module:{name}") for name in modules},
+            "curve": curve}
+
+
+_MAX_ROWS = 4096  # samples per batched lesion pass
+
+
+def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
+             replicas: int = 0) -> Iterator[tuple[str, Tensor]]:
+    """The model's main output with each lesion's blocks deleted. Several lesions share one
+    forward pass, one per copy of the batch stacked along the first dimension, with a branch
+    scale per sample (``replicas`` copies at most; 0 = as many as fit ``_MAX_ROWS``). In
+    train mode samples are not independent (batch statistics): there, one lesion per pass."""
+    size = next((int(v.shape[0]) for _, v in inp.named() if isinstance(v, Tensor) and v.dim()), 1)
+    per_pass = replicas or max(1, _MAX_ROWS // max(size, 1))
+    device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
+    for start in range(0, len(lesions), per_pass):
+        chunk = lesions[start:start + per_pass]
+        scales = torch.ones(len(chunk) * size, n, device=device)
+        for r, (_, idx) in enumerate(chunk):
+            scales[r * size:(r + 1) * size, idx] = 0.0
+        out = main_output(g.run(inp.repeat(len(chunk)) if len(chunk) > 1 else inp, scales))
+        for r, (key, _) in enumerate(chunk):
+            yield key, out[r * size:(r + 1) * size]
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

@@ -1,0 +1,40 @@
+"""The ``lesion`` probe: delete blocks one at a time, and k at a time at random."""
+
+from __future__ import annotations
+
+from ..data import example_data
+from ..lesion import lesion
+from ..report import ProbeResult
+from . import ProbeContext
+
+__all__ = ["LesionProbe", "probe"]
+
+
+class LesionProbe:
+    """Per block: what deleting it (``y = s``, the branch switched off in the forward pass)
+    changes: loss, output, and for classifiers KL, top-1 agreement and accuracy against
+    targets. Summary: the degradation curve when k random blocks are deleted, and deletions
+    of whole modules asked for in the settings (``lesion_modules``)."""
+
+    name = "lesion"
+    requires: tuple[str, ...] = ()
+    install = ""
+
+    def run(self, context: ProbeContext) -> ProbeResult:
+        why = context.measurable
+        if why is not None and not context.settings.lesion_modules:
+            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        if why is not None and "no residual blocks" not in why:
+            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        s = context.settings
+        data = context.data or example_data(context.inputs)
+        got = lesion(context.model, context.graph, context.blocks, data, objective=context.objective,
+                     draws=s.lesion_draws, modules=s.lesion_modules, train=s.train)
+        summary = {"measured": len(got["blocks"]) + len(got["modules"]), "objective": got["objective"],
+                   "loss": got["loss"], "curve": got["curve"], "modules": got["modules"]}
+        notes = ("deletions run as extra forward passes (several per pass, stacked along the batch); "
+                 "activations before the deleted block are not reused",)
+        return ProbeResult(self.name, summary, got["blocks"], notes)
+
+
+probe = LesionProbe()
