@@ -174,8 +174,9 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
 @source_options
 @click.option("--out", "-o", default="resprobe-report", show_default=True, metavar="DIR",
               help="Directory to write the report into.")
-@click.option("--format", "formats", multiple=True, default=("json",), show_default=True,
-              help="Exporter plugin(s) to write the report with.")
+@click.option("--format", "formats", multiple=True, default=("json", "html", "md"), show_default=True,
+              help="Exporter plugin(s) to write the report with (json, html, md, svg; repeatable, replaces "
+                   "the default list).")
 @click.option("--probe", "probes", multiple=True, default=DEFAULT_PROBES, show_default=True,
               help="Probe plugin(s) to run (repeatable; replaces the default list), e.g. --probe verify "
                    "--probe attribution; see `resprobe plugins`.")

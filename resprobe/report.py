@@ -49,6 +49,12 @@ class Report:
     resprobe_version: str = __version__
     schema: int = SCHEMA
 
+    def _repr_html_(self) -> str:
+        """The HTML report, for Jupyter."""
+        from .render.html import report_html
+
+        return report_html(self, full=False)
+
     def result(self, probe: str) -> ProbeResult | None:
         return next((r for r in self.results if r.probe == probe), None)
 

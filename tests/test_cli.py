@@ -142,19 +142,16 @@ def test_plugins_command_lists_kind_and_distribution() -> None:
 
 
 def test_graph_command(tmp_path: Path) -> None:
-    import shutil
-
     code, out, _ = run("graph", "-o", str(tmp_path / "g.json"), "-q")
     assert code == 0 and "50 nodes" in out
     assert len(json.loads((tmp_path / "g.json").read_text())["nodes"]) == 50
     code, _, _ = run("graph", "-o", str(tmp_path / "g.dot"), "-q")
     dot = (tmp_path / "g.dot").read_text()
     assert code == 0 and dot.startswith('digraph "DigitsResNet"') and "step 6" in dot
-    code, _, err = run("graph", "-o", str(tmp_path / "g.svg"), "-q")
-    if shutil.which("dot") is None:
-        assert code == 2 and "needs Graphviz's dot program" in err
-    else:
-        assert code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<")
+    code, _, err = run("graph", "-o", str(tmp_path / "g.svg"), "-q")  # dot, or graphviz-pure from PyPI
+    assert code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<")
+    code, _, _ = run("graph", "-o", str(tmp_path / "g.png"), "-q")
+    assert code == 0 and (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run("graph", "-o", str(tmp_path / "g.txt"), "-q")
     assert code == 2 and "use a .json, .dot" in err
 
@@ -176,3 +173,12 @@ def test_the_installed_console_script(tmp_path: Path) -> None:
     done = subprocess.run([str(exe), "blocks", str(torch_file), "--arch", "resprobe.examples:DigitsResNet",
                            "--input-shape", "1x1x8x8", "-q"], capture_output=True, text=True)
     assert done.returncode == 0 and "6 residual block(s)" in done.stdout
+
+
+def test_no_layout_program_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import resprobe.render.dot as dot
+
+    monkeypatch.setattr(dot, "renderer", lambda: None)
+    code, _, err = run("graph", "-o", str(tmp_path / "g.svg"), "-q")
+    assert code == 2 and "pip install graphviz-pure" in err and err.count("error:") == 1
+    assert not (tmp_path / "g.svg").exists()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 from ..blocks import Block
 from ..errors import UsageError
 from ..graph import Graph
 
-__all__ = ["graph_dot", "render"]
+__all__ = ["LayoutTimeout", "graph_dot", "render", "renderer"]
 
 
 def _quote(text: str) -> str:
@@ -41,18 +43,33 @@ def graph_dot(graph: Graph, blocks: list[Block]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(dot: str, fmt: str, timeout: float = 60.0) -> bytes:
-    """Lay out ``dot`` with Graphviz's ``dot`` program; a clear error when it is not installed."""
+def renderer() -> str | None:
+    """The layout program: Graphviz's ``dot`` when installed, else ``graphviz-pure`` (a
+    dot-compatible build on PyPI, a dependency of resprobe), else None."""
     exe = shutil.which("dot")
+    if exe:
+        return exe
+    here = Path(sys.executable).parent / "graphviz-pure"
+    return shutil.which("graphviz-pure") or (str(here) if here.exists() else None)
+
+
+def render(dot: str, fmt: str, timeout: float = 60.0) -> bytes:
+    """Lay out ``dot`` as ``fmt`` (``svg`` or ``png``) within ``timeout`` seconds; a one-line
+    ``UsageError`` says what to install, or that the layout ran too long."""
+    exe = renderer()
     if exe is None:
-        raise UsageError(f"rendering .{fmt} needs Graphviz's dot program (apt-get install graphviz); "
-                         "or write a .dot file")
+        raise UsageError(f"rendering .{fmt} needs Graphviz's dot program: pip install graphviz-pure, or "
+                         "apt-get install graphviz; or write a .dot file")
     try:
         done = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise UsageError(f"Graphviz took over {timeout:.0f} s to lay out the graph; write a .dot file "
-                         "instead") from None
+        raise LayoutTimeout(f"Graphviz took over {timeout:.0f} s to lay out the graph; fold it further or "
+                            "write a .dot file instead") from None
     if done.returncode != 0:
         raise UsageError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()[:200]}")
     return done.stdout
+
+
+class LayoutTimeout(UsageError):
+    """The layout program ran past its time limit."""

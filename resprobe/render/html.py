@@ -1,0 +1,272 @@
+"""report.html: one self-contained page (inline SVG, no network) with the diagram, a sortable
+block table and charts; the same pieces serve report.md and Jupyter's ``_repr_html_``."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from ..errors import UsageError
+from ..report import Report
+from .charts import bar_chart, line_chart
+from .dot import render
+from .refinement import refinement_dot
+
+__all__ = ["COLUMNS", "charts", "diagram", "report_html"]
+
+# (header, probe, key, format)
+COLUMNS: list[tuple[str, str, str, str]] = [
+    ("update ratio", "refinement", "update_ratio", "{:.3f}"),
+    ("block influence", "refinement", "block_influence", "{:.4f}"),
+    ("cos(b, s)", "refinement", "cos_branch_skip", "{:.3f}"),
+    ("label", "refinement", "label", "{}"),
+    ("‖∂L/∂y‖", "gradients", "grad_norm", "{:.3e}"),
+    ("skip gain", "gradients", "skip_gain", "{:.3f}"),
+    ("branch gain", "gradients", "branch_gain", "{:.3f}"),
+    ("cos(b, ∂L/∂x)", "gradients", "iterative_cos", "{:.3f}"),
+    ("lesion Δloss", "lesion", "loss_change", "{:+.4f}"),
+    ("lesion agreement", "lesion", "agreement", "{:.3f}"),
+    ("attribution", "attribution", "attribution", "{:.4f}"),
+]
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "–"
+    try:
+        return fmt.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The block table: headers and one row per block (columns without any value left out)."""
+    present = [
+        c
+        for c in COLUMNS
+        if any(b.get("metrics", {}).get(c[1], {}).get(c[2]) is not None for b in report.blocks)
+    ]
+    headers = ["stream", "step", "block", "skip", "join"] + [c[0] for c in present]
+    body = []
+    for b in report.blocks:
+        m = b.get("metrics", {})
+        body.append(
+            [
+                "–" if b["stream"] is None else str(b["stream"]),
+                "–" if b["step"] is None else str(b["step"]),
+                b["name"],
+                b["skip"],
+                b["join"],
+            ]
+            + [_cell(m.get(p, {}).get(k), f) for _, p, k, f in present]
+        )
+    return headers, body
+
+
+def diagram(report: Report, **options: Any) -> tuple[str | None, str, str]:
+    """The refinement view: (inline SVG or None, DOT source, a note when it could not be laid out)."""
+    dot = refinement_dot(report, **options)
+    try:
+        svg = render(dot, "svg", timeout=30).decode()
+    except UsageError as err:
+        if "fold" in options:  # the caller chose; do not second-guess
+            return None, dot, str(err)
+        try:  # fold harder before giving up
+            svg = render(refinement_dot(report, fold=True, fold_min=2), "svg", timeout=30).decode()
+        except UsageError as again:
+            return None, dot, str(again)
+    start = svg.find("<svg")
+    return (svg[start:] if start >= 0 else svg), dot, ""
+
+
+def charts(report: Report) -> list[tuple[str, str]]:
+    """(file stem, SVG) for every chart the report has data for."""
+    names = [b["name"] for b in report.blocks if b["skip"] != "concat"]
+    by = {b["name"]: b.get("metrics", {}) for b in report.blocks}
+    out = []
+
+    def series(probe: str, key: str) -> list[float | None]:
+        return [by[n].get(probe, {}).get(key) for n in names]
+
+    for key, title in (
+        ("update_ratio", "update ratio ‖b‖/‖s‖ per block"),
+        ("block_influence", "block influence 1 − cos(s, y) per block"),
+    ):
+        values = series("refinement", key)
+        if any(v is not None for v in values):
+            out.append((key, bar_chart(title, names, values)))
+    grads = report.result("gradients")
+    if grads:
+        for s in grads.summary.get("streams", []):
+            if any(v is not None for v in s["grad_norm"]):
+                out.append(
+                    (
+                        f"grad_norm_stream{s['id']}",
+                        line_chart(
+                            f"‖∂L/∂y‖ along stream {s['id']} (log scale)",
+                            {"gradient at the join": s["grad_norm"]},
+                            log=True,
+                            x_label="step − 1",
+                        ),
+                    )
+                )
+    depth = report.result("depth")
+    if depth:
+        for s in depth.summary.get("streams", []):
+            profiles: dict[str, list[float | None]] = {}
+            for key, label in (
+                ("estimate_magnitude", "estimate (magnitude)"),
+                ("estimate_net", "estimate (net)"),
+            ):
+                if key in s:
+                    profiles[label] = list(s[key]["profile"])
+            if "exact" in s:
+                total = sum(s["exact"]["norms"]) or 1.0
+                profiles["exact (net)"] = [v / total for v in s["exact"]["norms"]]
+            if "sampled" in s:
+                mags = [10**t if t is not None else 0.0 for t in s["sampled"]["log10_total"]]
+                total = sum(mags) or 1.0
+                profiles["sampled (magnitude)"] = [v / total for v in mags]
+            if profiles:
+                out.append(
+                    (
+                        f"path_lengths_stream{s['id']}",
+                        line_chart(
+                            f"share of the gradient by path length, stream {s['id']}",
+                            profiles,
+                            x_label="path length",
+                        ),
+                    )
+                )
+    lesion = report.result("lesion")
+    if lesion and lesion.blocks:
+        out.append(
+            (
+                "lesion",
+                bar_chart(
+                    "loss change when each block is deleted",
+                    names,
+                    [lesion.blocks.get(n, {}).get("loss_change") for n in names],
+                ),
+            )
+        )
+        curve = lesion.summary.get("curve", [])
+        key = "accuracy" if curve and "accuracy" in curve[0] else "loss_change"
+        if curve:
+            out.append(
+                (
+                    "lesion_curve",
+                    line_chart(
+                        f"{key.replace('_', ' ')} with k random blocks deleted "
+                        f"(k = {curve[0]['deleted']}…{curve[-1]['deleted']})",
+                        {key: [row[key] for row in curve]},
+                        x_label="point on the curve",
+                    ),
+                )
+            )
+    return out
+
+
+def _facts(report: Report) -> list[tuple[str, str]]:
+    m = report.model
+    facts = [
+        ("model", f"{m.get('class')} from {m.get('source') or 'Python'}"),
+        ("weights", str(m.get("weights"))),
+        ("parameters", f"{m.get('parameters', 0):,}"),
+        (
+            "device",
+            f"{m.get('device')} · {m.get('dtype')}"
+            + (f" · autocast {m['autocast']}" if m.get("autocast") else ""),
+        ),
+        ("graph", f"{report.graph.get('nodes')} nodes, {report.graph.get('edges')} edges"),
+        (
+            "blocks",
+            f"{sum(b['skip'] != 'concat' for b in report.blocks)} residual on {len(report.streams)} "
+            f"stream(s), {sum(b['skip'] == 'concat' for b in report.blocks)} concat skip(s)",
+        ),
+    ]
+    if report.objective:
+        facts.append(("objective", f"{report.objective['name']}: {report.objective['description']}"))
+    if report.data:
+        facts.append(("data", f"{report.data['description']} ({report.data['measured_samples']} samples)"))
+    depth = report.result("depth")
+    if depth:
+        for s in depth.summary.get("streams", []):
+            if s.get("effective_depth") is not None:
+                facts.append(
+                    (
+                        f"effective depth, stream {s['id']}",
+                        f"{s['effective_depth']:.2f} of {s['nominal']} blocks "
+                        "(window {}–{})".format(*s["estimate_magnitude"]["window"]),
+                    )
+                )
+    return facts
+
+
+def _not_measured(report: Report) -> list[str]:
+    ran = {r.probe for r in report.results}
+    return [f"{p} (probe not run)" for p in ("refinement", "gradients", "depth", "lesion") if p not in ran]
+
+
+_STYLE = """body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f3f3f3;cursor:pointer;user-select:none}td:nth-child(3),th:nth-child(3){text-align:left}
+.facts td{text-align:left;border:none;padding:2px 10px 2px 0}.chart{display:inline-block;margin:6px}
+.diagram{overflow:auto;border:1px solid #eee;padding:8px;max-height:900px}.note{color:#8a5a00}"""
+
+_SORT = """document.querySelectorAll('table.blocks th').forEach(function(th,i){th.addEventListener('click',
+function(){var t=th.closest('table'),b=t.tBodies[0],r=Array.prototype.slice.call(b.rows),
+d=th.getAttribute('data-dir')==='asc'?-1:1;th.setAttribute('data-dir',d===1?'asc':'desc');
+r.sort(function(x,y){var a=x.cells[i].textContent,c=y.cells[i].textContent,p=parseFloat(a),q=parseFloat(c);
+if(!isNaN(p)&&!isNaN(q)){return d*(p-q);}return d*a.localeCompare(c);});
+r.forEach(function(e){b.appendChild(e);});});});"""
+
+
+def report_html(report: Report, *, full: bool = True) -> str:
+    """The report as HTML: a whole page (``full``) or a fragment for Jupyter."""
+    e = html.escape
+    svg, dot, note = diagram(report)
+    parts = [
+        f"<h1>resprobe report: {e(str(report.model.get('class')))}</h1>",
+        '<table class="facts">'
+        + "".join(f"<tr><td><b>{e(k)}</b></td><td>{e(v)}</td></tr>" for k, v in _facts(report))
+        + "</table>",
+    ]
+    missing = _not_measured(report)
+    if missing:
+        parts.append(f'<p class="note">Not measured: {e(", ".join(missing))}.</p>')
+    parts.append("<h2>Residual streams</h2>")
+    if svg is not None:
+        parts.append(f'<div class="diagram">{svg}</div>')
+    else:
+        parts.append(f'<p class="note">{e(note)}</p><pre>{e(dot)}</pre>')
+    headers, body = rows(report)
+    parts.append("<h2>Blocks</h2><p>Click a column to sort.</p>")
+    parts.append(
+        '<table class="blocks"><thead><tr>'
+        + "".join(f"<th>{e(h)}</th>" for h in headers)
+        + "</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
+        + "</tbody></table>"
+    )
+    made = charts(report)
+    if made:
+        parts.append("<h2>Charts</h2>" + "".join(f'<div class="chart">{svg_}</div>' for _, svg_ in made))
+    notes = list(
+        dict.fromkeys(
+            [*report.graph.get("notes", []), *report.notes, *(n for r in report.results for n in r.notes)]
+        )
+    )
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+    parts.append(
+        f"<p><small>resprobe {e(report.resprobe_version)} · report schema {report.schema}</small></p>"
+    )
+    body_html = "\n".join(parts)
+    if not full:
+        return f"<div><style>{_STYLE}</style>{body_html}<script>{_SORT}</script></div>"
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>resprobe: '
+        f"{e(str(report.model.get('class')))}</title><style>{_STYLE}</style></head><body>\n{body_html}\n"
+        f"<script>{_SORT}</script></body></html>\n"
+    )

@@ -1,0 +1,52 @@
+"""report.md: the report as Markdown for docs sites, with the diagram and charts as SVG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report import Report
+from .html import _facts, _not_measured, charts, diagram, rows
+
+__all__ = ["write_markdown"]
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def write_markdown(report: Report, directory: Path, stem: str = "report") -> Path:
+    """Write ``<stem>.md``, ``<stem>.svg`` (or ``<stem>.dot`` when it cannot be laid out) and
+    ``<stem>-charts/*.svg`` into ``directory``; returns the Markdown file."""
+    directory = Path(directory)
+    lines = [f"# resprobe report: {report.model.get('class')}", ""]
+    lines += [f"- **{k}**: {_escape(v)}" for k, v in _facts(report)]
+    missing = _not_measured(report)
+    if missing:
+        lines += ["", f"Not measured: {', '.join(missing)}."]
+    svg, dot, note = diagram(report)
+    lines += ["", "## Residual streams", ""]
+    if svg is not None:
+        (directory / f"{stem}.svg").write_text(svg, encoding="utf-8")
+        lines.append(f"![refinement view]({stem}.svg)")
+    else:
+        (directory / f"{stem}.dot").write_text(dot, encoding="utf-8")
+        lines.append(f"The diagram could not be laid out ({note}); its source is [{stem}.dot]({stem}.dot).")
+    headers, body = rows(report)
+    lines += ["", "## Blocks", "", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in body]
+    made = charts(report)
+    if made:
+        folder = directory / f"{stem}-charts"
+        folder.mkdir(exist_ok=True)
+        lines += ["", "## Charts", ""]
+        for name, chart in made:
+            (folder / f"{name}.svg").write_text(chart, encoding="utf-8")
+            lines.append(f"![{name}]({stem}-charts/{name}.svg)")
+    notes = list(dict.fromkeys([*report.graph.get("notes", []), *report.notes,
+                                *(n for r in report.results for n in r.notes)]))
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {_escape(n)}" for n in notes]
+    lines += ["", f"resprobe {report.resprobe_version} · report schema {report.schema}", ""]
+    path = directory / f"{stem}.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,223 @@
+"""The refinement view of a Report as Graphviz DOT: each residual stream a spine, each block a
+box beside it labelled as a refinement step, coloured by a metric, repeats folded into "× N"."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..report import Report
+
+__all__ = ["METRICS", "refinement_dot"]
+
+# metric name -> (probe, key, label, format)
+METRICS: dict[str, tuple[str, str, str, str]] = {
+    "update_ratio": ("refinement", "update_ratio", "update ratio", "{:.2f}"),
+    "block_influence": ("refinement", "block_influence", "block influence", "{:.3f}"),
+    "branch_gain": ("gradients", "branch_gain", "branch gain", "{:.2f}"),
+    "grad_norm": ("gradients", "grad_norm", "‖∂L/∂y‖", "{:.2e}"),
+    "lesion": ("lesion", "loss_change", "lesion Δloss", "{:+.3f}"),
+}
+_SHOWN = ("update_ratio", "block_influence", "branch_gain")
+_PALETTE = ["#2c7bb6", "#abd9e9", "#ffffbf", "#fdae61", "#d7191c"]  # low -> high
+FOLD_ABOVE = 24  # fold by default when a stream has more blocks than this
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _value(block: dict[str, Any], metric: str) -> float | None:
+    probe, key, _, _ = METRICS[metric]
+    v = block.get("metrics", {}).get(probe, {}).get(key)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _colour(v: float | None, lo: float, hi: float) -> str:
+    if v is None:
+        return "#eeeeee"
+    t = 0.0 if hi <= lo else min(max((v - lo) / (hi - lo), 0.0), 1.0)
+    return _PALETTE[min(int(t * len(_PALETTE)), len(_PALETTE) - 1)]
+
+
+@dataclass
+class _Unit:
+    """One box: a block, or a layer of several blocks, or a folded run of repeats."""
+
+    names: list[str]
+    steps: list[int]
+    signature: tuple[Any, ...]
+    count: int = 1
+    label: str = ""
+
+
+def _signature(blocks: list[dict[str, Any]], prefix: str) -> tuple[Any, ...]:
+    """What a unit is made of, with its own name and every index taken out."""
+
+    def strip(m: str) -> str:
+        rel = m[len(prefix) :] if prefix and m.startswith(prefix) else m
+        return re.sub(r"\d+", "#", rel)
+
+    return tuple((b["skip"], b["join"], tuple(strip(m) for m in b["branch_modules"])) for b in blocks)
+
+
+def _units(
+    stream: dict[str, Any], by_name: dict[str, dict[str, Any]], layers: list[dict[str, Any]]
+) -> list[_Unit]:
+    names = list(stream["blocks"])
+    groups: list[tuple[str, list[str]]] = []
+    in_layer = {n: layer for layer in layers for n in layer["blocks"]}
+    k = 0
+    while k < len(names):
+        layer = in_layer.get(names[k])
+        if layer is not None and layer["blocks"][0] == names[k]:
+            groups.append((layer["name"], list(layer["blocks"])))
+            k += len(layer["blocks"])
+        else:
+            groups.append((names[k], [names[k]]))
+            k += 1
+    out = []
+    for name, members in groups:
+        blocks = [by_name[m] for m in members]
+        prefix = re.sub(r"#\d+$", "", name) + "."
+        out.append(_Unit(members, [int(b["step"]) for b in blocks], _signature(blocks, prefix), 1, name))
+    return out
+
+
+def _fold(units: list[_Unit], least: int) -> list[_Unit]:
+    """Runs of at least ``least`` consecutive units of one structure become one unit "× N"."""
+    out: list[_Unit] = []
+    k = 0
+    while k < len(units):
+        j = k
+        while j + 1 < len(units) and units[j + 1].signature == units[k].signature:
+            j += 1
+        run = units[k : j + 1]
+        if len(run) >= least:
+            out.append(
+                _Unit(
+                    [n for u in run for n in u.names],
+                    [s for u in run for s in u.steps],
+                    units[k].signature,
+                    len(run),
+                    f"{run[0].label} … {run[-1].label}",
+                )
+            )
+        else:
+            out.extend(run)
+        k = j + 1
+    return out
+
+
+def _numbers(unit: _Unit, by_name: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for metric in _SHOWN:
+        values = [v for v in (_value(by_name[n], metric) for n in unit.names) if v is not None]
+        if not values:
+            continue
+        _, _, label, fmt = METRICS[metric]
+        if len(values) == 1:
+            parts.append(f"{label} {fmt.format(values[0])}")
+        else:
+            parts.append(f"{label} {fmt.format(min(values))}–{fmt.format(max(values))}")
+    return "\n".join(parts) if parts else "not measured"
+
+
+def _unit_label(unit: _Unit, by_name: dict[str, dict[str, Any]]) -> str:
+    steps = f"step {unit.steps[0]}" if len(unit.steps) == 1 else f"steps {unit.steps[0]}–{unit.steps[-1]}"
+    times = f" × {unit.count}" if unit.count > 1 else ""
+    kinds = sorted({by_name[n]["skip"] for n in unit.names} - {"identity"})
+    extra = f" · {', '.join(kinds)} skip" if kinds else ""
+    labels = [by_name[n].get("label") for n in unit.names if by_name[n].get("label")]
+    verdict = ""
+    if labels:
+        refine = labels.count("refine")
+        verdict = f"\n{refine}/{len(labels)} refine" if len(labels) > 1 else f"\n{labels[0]}"
+    return f"{steps}{times} · {unit.label}{extra}{verdict}\n{_numbers(unit, by_name)}"
+
+
+def refinement_dot(
+    report: Report, *, color_by: str = "update_ratio", fold: bool | None = None, fold_min: int = 3
+) -> str:
+    """Deterministic DOT of ``report``'s residual streams. ``fold``: fold runs of at least
+    ``fold_min`` consecutive units (layers, or blocks) of the same structure into one box
+    (default: when a stream has more than ``FOLD_ABOVE`` blocks); skip edges stay drawn.
+    ``color_by`` is one of ``METRICS``; unmeasured blocks are grey."""
+    if color_by not in METRICS:
+        raise ValueError(f"color_by must be one of {', '.join(METRICS)}, not {color_by!r}")
+    by_name = {b["name"]: b for b in report.blocks}
+    values = [v for v in (_value(b, color_by) for b in report.blocks) if v is not None]
+    lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+    layers = _layers(report)
+    lines = [
+        f"digraph {_quote(report.model.get('class') or 'model')} {{",
+        "  rankdir=TB; newrank=true; nodesep=0.3; ranksep=0.25;",
+        '  node [fontname="Helvetica", fontsize=10]; edge [arrowsize=0.6];',
+    ]
+    for stream in report.streams:
+        sid = stream["id"]
+        units = _units(stream, by_name, layers.get(sid, []))
+        folding = fold if fold is not None else len(stream["blocks"]) > FOLD_ABOVE
+        if folding:
+            units = _fold(units, fold_min)
+        lines.append(f"  subgraph cluster_s{sid} {{")
+        title = f"stream {sid} · {len(stream['blocks'])} blocks"
+        lines.append(f'    label={_quote(title)}; fontname="Helvetica"; fontsize=11; color="#cccccc";')
+        lines.append(f'    s{sid}_0 [shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];')
+        for k, unit in enumerate(units, 1):
+            v = [x for x in (_value(by_name[n], color_by) for n in unit.names) if x is not None]
+            fill = _colour(sum(v) / len(v) if v else None, lo, hi)
+            shape = "box3d" if unit.count > 1 else "box"
+            lines.append(
+                f'    s{sid}_b{k} [shape={shape}, style="rounded,filled", fillcolor="{fill}", '
+                f"label={_quote(_unit_label(unit, by_name))}];"
+            )
+            lines.append(
+                f'    s{sid}_{k} [shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];'
+            )
+            skips = {by_name[n]["skip"] for n in unit.names}
+            spine = (
+                'color="#e66101", style=dashed, penwidth=2, label=" projection", fontsize=9'
+                if "projection" in skips
+                else 'color="#555555", penwidth=3'
+            )
+            lines.append(f"    s{sid}_{k - 1} -> s{sid}_{k} [{spine}, weight=10];")
+            lines.append(f'    s{sid}_{k - 1} -> s{sid}_b{k} [color="#888888"];')
+            lines.append(f'    s{sid}_b{k} -> s{sid}_{k} [color="#888888"];')
+            lines.append(f"    {{rank=same; s{sid}_{k - 1}; s{sid}_b{k};}}")
+        lines.append("  }")
+    concat = [b for b in report.blocks if b["skip"] == "concat"]
+    if concat:
+        lines.append("  subgraph cluster_concat {")
+        lines.append(
+            f'    label={_quote(f"concat skips · {len(concat)}")}; fontname="Helvetica"; '
+            'fontsize=11; color="#cccccc";'
+        )
+        for k, b in enumerate(concat):
+            lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(b["name"])}];')
+            if k:
+                lines.append(f"    c{k - 1} -> c{k} [style=dotted];")
+        lines.append("  }")
+    lines += _legend(color_by, lo, hi, bool(values))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _layers(report: Report) -> dict[int, list[dict[str, Any]]]:
+    refinement = report.result("refinement")
+    if refinement is None:
+        return {}
+    return {s["id"]: s.get("layers", []) for s in refinement.summary.get("streams", [])}
+
+
+def _legend(metric: str, lo: float, hi: float, measured: bool) -> list[str]:
+    _, _, label, fmt = METRICS[metric]
+    if not measured:
+        return [f"  legend [shape=note, fontsize=9, label={_quote(f'colour: {label} (not measured)')}];"]
+    cells = "".join(f'<td bgcolor="{c}" width="18"> </td>' for c in _PALETTE)
+    text = f"{label}: {fmt.format(lo)} … {fmt.format(hi)}"
+    return [
+        f'  legend [shape=plaintext, fontsize=9, label=<<table border="0" cellspacing="0"><tr>{cells}'
+        f'</tr><tr><td colspan="{len(_PALETTE)}">{text}</td></tr></table>>];'
+    ]

@@ -1,0 +1,186 @@
+"""Diagrams and reports: golden DOT files for the tiny zoo (RESPROBE_UPDATE_GOLDEN=1 rewrites
+them), rendering each view, folding, and the HTML / Markdown / SVG exporters."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.dom.minidom
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from zoo import cases
+
+import resprobe
+from resprobe.render.dot import graph_dot, render
+from resprobe.render.refinement import refinement_dot
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("RESPROBE_UPDATE_GOLDEN") == "1"
+STRUCTURAL = [
+    "identity_mlp",
+    "projection_shortcut",
+    "pre_norm_side_inputs",
+    "post_norm",
+    "post_activation_inplace",
+    "nested",
+    "scaled",
+    "dense_block",
+    "unet3",
+]
+
+
+def _structure(name: str) -> resprobe.Report:
+    case = cases()[name]
+    torch.manual_seed(0)
+    return resprobe.analyze(resprobe.Loaded(case.model, resprobe.Inputs.of(case.inputs)), probes=("verify",))
+
+
+def _golden(path: Path, text: str) -> None:
+    if UPDATE or not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        if not UPDATE:
+            pytest.fail(f"{path.name} was missing and has been written; check it in and run again")
+    assert text == path.read_text(encoding="utf-8"), (
+        f"{path.name} changed; RESPROBE_UPDATE_GOLDEN=1 rewrites it"
+    )
+
+
+@pytest.mark.parametrize("name", STRUCTURAL)
+def test_golden_refinement_and_op_views(name: str) -> None:
+    report = _structure(name)
+    _golden(GOLDEN / f"{name}.refinement.dot", refinement_dot(report))
+    graph = resprobe.capture(cases()[name].model, cases()[name].inputs)
+    _golden(GOLDEN / f"{name}.ops.dot", graph_dot(graph, resprobe.find_blocks(graph)))
+
+
+def test_dot_is_deterministic_across_runs() -> None:
+    assert refinement_dot(_structure("nested")) == refinement_dot(_structure("nested"))
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_each_view_renders(fmt: str) -> None:
+    report = _structure("post_norm")
+    graph = resprobe.capture(cases()["post_norm"].model, cases()["post_norm"].inputs)
+    for dot in (refinement_dot(report), graph_dot(graph, resprobe.find_blocks(graph))):
+        out = render(dot, fmt)
+        if fmt == "svg":
+            xml.dom.minidom.parseString(out)
+        else:
+            assert out[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class Layer(nn.Module):
+    """A pre-norm transformer layer: a token-mixing block, then an MLP block."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.norm1, self.mix = nn.LayerNorm(width), nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mix(self.norm1(x))
+        return x + self.mlp(self.norm2(x))  # type: ignore[no-any-return]
+
+
+class DeepTransformer(nn.Module):
+    """``layers`` pre-norm layers: 2 x layers blocks."""
+
+    def __init__(self, layers: int):
+        super().__init__()
+        self.layers = nn.Sequential(*[Layer() for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # type: ignore[no-any-return]
+
+
+def test_a_96_layer_transformer_folds_into_one_box_and_keeps_its_skips() -> None:
+    torch.manual_seed(0)
+    model, x = DeepTransformer(96), torch.randn(1, 4, 8)
+    report = resprobe.analyze(resprobe.Loaded(model, resprobe.Inputs((x,))), probes=("refinement",))
+    assert len(report.blocks) == 192 and report.result("refinement").summary["streams"][0]["layers"]
+    folded = refinement_dot(report)  # folded by default above 24 blocks
+    assert "× 96" in folded and folded.count("shape=box3d") == 1
+    assert folded.count("->") == 3  # the spine edge and the two branch edges stay drawn
+    unfolded = refinement_dot(report, fold=False)
+    assert unfolded.count("steps ") == 96 and "× " not in unfolded
+    assert render(folded, "svg")
+
+
+def test_projection_and_concat_skips_are_drawn_distinctly() -> None:
+    projection = refinement_dot(_structure("projection_shortcut"))
+    assert 'label=" projection"' in projection and "style=dashed" in projection
+    concat = refinement_dot(_structure("unet3"))
+    assert "concat skips · 3" in concat and "dotted" in concat
+
+
+def test_colour_by_a_metric_with_a_legend() -> None:
+    report = resprobe.analyze(
+        resprobe.load("resprobe.examples:digits_resnet"), probes=("refinement", "gradients")
+    )
+    dot = refinement_dot(report, color_by="branch_gain")
+    assert "branch gain: " in dot and "update ratio 1.46" in dot
+    with pytest.raises(ValueError, match="color_by must be one of"):
+        refinement_dot(report, color_by="nonsense")
+    assert "(not measured)" in refinement_dot(_structure("identity_mlp"))
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, int] = {}
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        for key, value in attrs:
+            if key in ("src", "href") and value and "://" in value:
+                self.external.append(value)
+
+
+def test_html_markdown_and_svg_exporters(tmp_path: Path) -> None:
+    loaded = resprobe.load("resprobe.examples:digits_resnet")
+    report = resprobe.analyze(loaded)
+    written = report.save(tmp_path, ("json", "html", "md", "svg"))
+    assert [p.name for p in written] == ["report.json", "report.html", "report.md", "report.svg"]
+    page = (tmp_path / "report.html").read_text()
+    tags = _Tags()
+    tags.feed(page)
+    assert (
+        tags.tags["svg"] >= 5 and tags.tags["table"] == 2 and tags.tags["tr"] == 9 + 1 + 6
+    )  # facts, header, one row per block
+    assert not tags.external  # self-contained: nothing fetched from the network
+    assert "effective depth, stream 0" in page and "lesion Δloss" in page
+    md = (tmp_path / "report.md").read_text()
+    assert "![refinement view](report.svg)" in md and md.count("| 0 | ") == 6
+    for chart in (tmp_path / "report-charts").glob("*.svg"):
+        xml.dom.minidom.parse(str(chart))
+    charts = sorted(p.stem for p in (tmp_path / "report-charts").glob("*.svg"))
+    assert charts == [
+        "block_influence",
+        "grad_norm_stream0",
+        "lesion",
+        "lesion_curve",
+        "path_lengths_stream0",
+        "update_ratio",
+    ]
+    assert (tmp_path / "report.dot").read_text().startswith('digraph "DigitsResNet"')
+    assert (
+        resprobe.Report.from_dict(json.loads((tmp_path / "report.json").read_text())).to_dict()
+        == report.to_dict()
+    )
+    fragment = report._repr_html_()
+    assert fragment.startswith("<div>") and "<svg" in fragment
+
+
+def test_a_report_says_what_was_not_measured(tmp_path: Path) -> None:
+    report = _structure("identity_mlp")
+    from resprobe.render.html import report_html
+
+    page = report_html(report)
+    assert "Not measured: refinement (probe not run), gradients (probe not run)" in page
