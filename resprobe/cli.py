@@ -26,6 +26,7 @@ from .load import Loaded, load
 from .measure import DTYPES, Settings
 from .objective import NAMES as OBJECTIVES
 from .plugins import DISABLE_ENV, Registry
+from .render.refinement import METRICS
 from .report import Report
 from .verify import BlockCheck, verify_blocks
 
@@ -348,15 +349,29 @@ def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shape
 @source_options
 @click.option("--output", "-o", required=True, metavar="FILE",
               help="Where to write: .json (the graph), .dot/.gv (Graphviz source), .svg or .png.")
+@click.option("--view", type=click.Choice(["refinement", "ops"]), default="refinement", show_default=True,
+              help="refinement: each stream a spine with its blocks as steps; ops: every recorded op.")
+@click.option("--fold/--no-fold", default=None,
+              help="refinement: fold repeated blocks into one box (default: above 24 blocks a stream).")
+@click.option("--fold-min", type=click.IntRange(min=2), default=3, show_default=True,
+              help="refinement: fold runs of at least this many repeats.")
+@click.option("--color-by", type=click.Choice(list(METRICS)), default="update_ratio", show_default=True,
+              help="refinement: the metric that colours the blocks (with --measure).")
+@click.option("--measure", is_flag=True,
+              help="refinement: measure the blocks first (refinement and gradients probes) to show their numbers.")
+@click.option("--collapse-depth", type=click.IntRange(min=1), metavar="D",
+              help="ops: one box per module at depth D (layer1.0 is depth 2) instead of its ops.")
 @click.pass_context
 def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
-          inputs_file: str | None, device: str, seed: int, quiet: bool, output: str) -> None:
-    """Capture SOURCE and write its computation graph to FILE, residual joins highlighted.
+          inputs_file: str | None, device: str, seed: int, quiet: bool, output: str, view: str,
+          fold: bool | None, fold_min: int, color_by: str, measure: bool, collapse_depth: int | None) -> None:
+    """Draw SOURCE: its residual streams (refinement view) or its captured ops; write FILE.
 
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
     (default: the bundled example). See resprobe --help.
     """
     from .render.dot import graph_dot, render
+    from .render.refinement import refinement_dot
 
     suffix = Path(output).suffix.lower()
     if suffix not in (".json", ".dot", ".gv", ".svg", ".png"):
@@ -366,12 +381,19 @@ def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes
     g = _graph(session, loaded, inputs)
     if suffix == ".json":
         Path(output).write_text(json.dumps(g.to_dict(), indent=2) + "\n", encoding="utf-8")
+        click.echo(f"wrote {output} ({g.summary()})")
+        return
+    if view == "ops":
+        dot = graph_dot(g, find_blocks(g), collapse=collapse_depth)
     else:
-        dot = graph_dot(g, find_blocks(g))
-        if suffix in (".dot", ".gv"):
-            Path(output).write_text(dot, encoding="utf-8")
-        else:
-            Path(output).write_bytes(render(dot, suffix[1:]))
+        probes = ("refinement", "gradients") if measure and loaded.graph is None else ()
+        report = run_analysis(replace(loaded, graph=g) if loaded.graph is None and not measure else loaded,
+                              inputs, probes=probes, plugins=_registry(ctx))
+        dot = refinement_dot(report, color_by=color_by, fold=fold, fold_min=fold_min)
+    if suffix in (".dot", ".gv"):
+        Path(output).write_text(dot, encoding="utf-8")
+    else:
+        Path(output).write_bytes(render(dot, suffix[1:]))
     click.echo(f"wrote {output} ({g.summary()})")
 
 

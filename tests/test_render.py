@@ -184,3 +184,39 @@ def test_a_report_says_what_was_not_measured(tmp_path: Path) -> None:
 
     page = report_html(report)
     assert "Not measured: refinement (probe not run), gradients (probe not run)" in page
+
+
+def test_repeating_patterns_fold_without_a_measurement() -> None:
+    torch.manual_seed(0)
+    model, x = DeepTransformer(48), torch.randn(1, 4, 8)
+    report = resprobe.analyze(resprobe.Loaded(model, resprobe.Inputs((x,))), probes=())
+    dot = refinement_dot(report)  # no layers known: the attention/MLP pattern is found by itself
+    assert "× 48" in dot and "(layers.0.mix … layers.0.mlp) … layers.47.mlp" in dot
+
+
+def test_op_view_collapses_modules_by_depth() -> None:
+    case = cases()["post_activation_inplace"]
+    graph = resprobe.capture(case.model, case.inputs)
+    blocks = resprobe.find_blocks(graph)
+    full, collapsed = graph_dot(graph, blocks), graph_dot(graph, blocks, collapse=1)
+    assert collapsed.count("[label=") < full.count("[label=")
+    assert "join " in collapsed and "style=dashed" in collapsed  # joins and skips stay visible
+    xml.dom.minidom.parseString(render(collapsed, "svg"))
+
+
+def test_graph_command_views(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from resprobe.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, list(args))
+        return result.exit_code, result.stderr
+
+    code, err = run("graph", "-o", str(tmp_path / "r.dot"), "-q", "--measure", "--color-by", "branch_gain")
+    dot = (tmp_path / "r.dot").read_text()
+    assert code == 0 and "step 6 · layers.5" in dot and "branch gain: " in dot
+    code, _ = run("graph", "-o", str(tmp_path / "o.dot"), "-q", "--view", "ops", "--collapse-depth", "1")
+    assert code == 0 and "layers\\nSequential" in (tmp_path / "o.dot").read_text()
+    code, err = run("graph", "-o", str(tmp_path / "x.svg"), "--color-by", "nonsense")
+    assert code == 2 and "Invalid value for '--color-by'" in err

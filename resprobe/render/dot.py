@@ -15,11 +15,15 @@ __all__ = ["LayoutTimeout", "graph_dot", "render", "renderer"]
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def graph_dot(graph: Graph, blocks: list[Block]) -> str:
-    """Deterministic DOT: one box per node (name, op, shape); joins filled, skip paths dashed."""
+def graph_dot(graph: Graph, blocks: list[Block], collapse: int | None = None) -> str:
+    """Deterministic DOT: one box per node (name, op, shape); joins filled, skip paths dashed.
+    ``collapse=D`` draws one box per module at depth D (``layer1.0`` is depth 2) instead of
+    the ops inside it, keeping the joins and skip edges between boxes visible."""
+    if collapse is not None:
+        return _collapsed(graph, blocks, collapse)
     joins = {b.join: b for b in blocks}
     skip_edges = {(b.fork, b.join) for b in blocks if not b.skip} | {
         (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))}
@@ -39,6 +43,41 @@ def graph_dot(graph: Graph, blocks: list[Block]) -> str:
     for src, dst in graph.edges:
         attrs = ' [style=dashed, color="#2563eb", penwidth=2]' if (src, dst) in skip_edges else ""
         lines.append(f"  n{src} -> n{dst}{attrs};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _group(module: str, depth: int) -> str:
+    return ".".join(module.split(".")[:depth]) if module else ""
+
+
+def _collapsed(graph: Graph, blocks: list[Block], depth: int) -> str:
+    joins = {b.join: b for b in blocks}
+    skips = {(b.fork, b.join) for b in blocks if not b.skip} | {
+        (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))}
+    key = {n.id: (f"in:{n.name}" if n.is_input else _group(n.module, depth) or "<root>") for n in graph.nodes}
+    groups: dict[str, list[int]] = {}
+    for n in graph.nodes:
+        groups.setdefault(key[n.id], []).append(n.id)
+    ids = {g: f"g{k}" for k, g in enumerate(groups)}
+    lines = [f"digraph {_quote(graph.model or 'model')} {{", "  rankdir=TB;",
+             '  node [shape=box, fontname="Helvetica", fontsize=10];']
+    for g, members in groups.items():
+        inside = [joins[i] for i in members if i in joins]
+        cls = graph.modules.get(g, "")
+        label = f"{g}\n{cls + ' · ' if cls else ''}{len(members)} op(s)"
+        if inside:
+            label += "\n" + ", ".join(f"join {b.name}" + (f" (step {b.step})" if b.step else "") for b in inside[:3])
+        style = ', style=filled, fillcolor="#dbeafe"' if inside else (", shape=ellipse" if g.startswith("in:") else "")
+        lines.append(f"  {ids[g]} [label={_quote(label)}{style}];")
+    edges: dict[tuple[str, str], bool] = {}
+    for src, dst in graph.edges:
+        a, b = key[src], key[dst]
+        if a != b:
+            edges[(a, b)] = edges.get((a, b), False) or (src, dst) in skips
+    for (a, b), skip in edges.items():
+        attrs = ' [style=dashed, color="#2563eb", penwidth=2]' if skip else ""
+        lines.append(f"  {ids[a]} -> {ids[b]}{attrs};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
