@@ -358,7 +358,8 @@ def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shape
 @click.option("--color-by", type=click.Choice(list(METRICS)), default="update_ratio", show_default=True,
               help="refinement: the metric that colours the blocks (with --measure).")
 @click.option("--measure", is_flag=True,
-              help="refinement: measure the blocks first (refinement and gradients probes) to show their numbers.")
+              help="refinement: measure the blocks first (refinement and gradients probes) to show "
+                   "their numbers.")
 @click.option("--collapse-depth", type=click.IntRange(min=1), metavar="D",
               help="ops: one box per module at depth D (layer1.0 is depth 2) instead of its ops.")
 @click.pass_context

@@ -26,9 +26,13 @@ def graph_dot(graph: Graph, blocks: list[Block], collapse: int | None = None) ->
         return _collapsed(graph, blocks, collapse)
     joins = {b.join: b for b in blocks}
     skip_edges = {(b.fork, b.join) for b in blocks if not b.skip} | {
-        (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))}
-    lines = [f"digraph {_quote(graph.model or 'model')} {{", "  rankdir=TB;",
-             '  node [shape=box, fontname="Helvetica", fontsize=10];']
+        (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))
+    }
+    lines = [
+        f"digraph {_quote(graph.model or 'model')} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, fontname="Helvetica", fontsize=10];',
+    ]
     for n in graph.nodes:
         label = f"{n.name}\\n{n.op.rsplit('.', 1)[-1]}" + (f"\\n{list(n.shape)}" if n.shape else "")
         style = ""
@@ -39,7 +43,7 @@ def graph_dot(graph: Graph, blocks: list[Block], collapse: int | None = None) ->
             style = ', style=filled, fillcolor="#dbeafe"'
         elif n.is_input:
             style = ", shape=ellipse"
-        lines.append(f"  n{n.id} [label={_quote(label)}{style}];".replace('\\\\n', '\\n'))
+        lines.append(f"  n{n.id} [label={_quote(label)}{style}];".replace("\\\\n", "\\n"))
     for src, dst in graph.edges:
         attrs = ' [style=dashed, color="#2563eb", penwidth=2]' if (src, dst) in skip_edges else ""
         lines.append(f"  n{src} -> n{dst}{attrs};")
@@ -54,21 +58,31 @@ def _group(module: str, depth: int) -> str:
 def _collapsed(graph: Graph, blocks: list[Block], depth: int) -> str:
     joins = {b.join: b for b in blocks}
     skips = {(b.fork, b.join) for b in blocks if not b.skip} | {
-        (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))}
+        (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))
+    }
     key = {n.id: (f"in:{n.name}" if n.is_input else _group(n.module, depth) or "<root>") for n in graph.nodes}
     groups: dict[str, list[int]] = {}
     for n in graph.nodes:
         groups.setdefault(key[n.id], []).append(n.id)
     ids = {g: f"g{k}" for k, g in enumerate(groups)}
-    lines = [f"digraph {_quote(graph.model or 'model')} {{", "  rankdir=TB;",
-             '  node [shape=box, fontname="Helvetica", fontsize=10];']
+    lines = [
+        f"digraph {_quote(graph.model or 'model')} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, fontname="Helvetica", fontsize=10];',
+    ]
     for g, members in groups.items():
         inside = [joins[i] for i in members if i in joins]
         cls = graph.modules.get(g, "")
         label = f"{g}\n{cls + ' · ' if cls else ''}{len(members)} op(s)"
         if inside:
-            label += "\n" + ", ".join(f"join {b.name}" + (f" (step {b.step})" if b.step else "") for b in inside[:3])
-        style = ', style=filled, fillcolor="#dbeafe"' if inside else (", shape=ellipse" if g.startswith("in:") else "")
+            label += "\n" + ", ".join(
+                f"join {b.name}" + (f" (step {b.step})" if b.step else "") for b in inside[:3]
+            )
+        style = (
+            ', style=filled, fillcolor="#dbeafe"'
+            if inside
+            else (", shape=ellipse" if g.startswith("in:") else "")
+        )
         lines.append(f"  {ids[g]} [label={_quote(label)}{style}];")
     edges: dict[tuple[str, str], bool] = {}
     for src, dst in graph.edges:
@@ -97,14 +111,19 @@ def render(dot: str, fmt: str, timeout: float = 60.0) -> bytes:
     ``UsageError`` says what to install, or that the layout ran too long."""
     exe = renderer()
     if exe is None:
-        raise UsageError(f"rendering .{fmt} needs Graphviz's dot program: pip install graphviz-pure, or "
-                         "apt-get install graphviz; or write a .dot file")
+        raise UsageError(
+            f"rendering .{fmt} needs Graphviz's dot program: pip install graphviz-pure, or "
+            "apt-get install graphviz; or write a .dot file"
+        )
     try:
-        done = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            [exe, f"-T{fmt}"], input=dot.encode(), capture_output=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
-        raise LayoutTimeout(f"Graphviz took over {timeout:.0f} s to lay out the graph; fold it further or "
-                            "write a .dot file instead") from None
+        raise LayoutTimeout(
+            f"Graphviz took over {timeout:.0f} s to lay out the graph; fold it further or "
+            "write a .dot file instead"
+        ) from None
     if done.returncode != 0:
         raise UsageError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()[:200]}")
     return done.stdout

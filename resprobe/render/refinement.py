@@ -93,20 +93,27 @@ def _fold(units: list[_Unit], least: int, longest: int = 4) -> list[_Unit]:
     while k < len(units):
         best_p, best_r = 1, 1
         for p in range(1, longest + 1):
-            pattern = [u.signature for u in units[k:k + p]]
+            pattern = [u.signature for u in units[k : k + p]]
             if len(pattern) < p:
                 break
             r = 1
-            while [u.signature for u in units[k + r * p:k + (r + 1) * p]] == pattern:
+            while [u.signature for u in units[k + r * p : k + (r + 1) * p]] == pattern:
                 r += 1
             if r >= least and r * p > best_r * best_p:
                 best_p, best_r = p, r
         if best_r >= least:
-            run = units[k:k + best_p * best_r]
+            run = units[k : k + best_p * best_r]
             first, last = run[0].label, run[best_p - 1].label if best_p > 1 else run[0].label
             label = f"{first} … {run[-1].label}" if best_p == 1 else f"({first} … {last}) … {run[-1].label}"
-            out.append(_Unit([n for u in run for n in u.names], [s for u in run for s in u.steps],
-                             tuple(sig for u in run[:best_p] for sig in u.signature), best_r, label))
+            out.append(
+                _Unit(
+                    [n for u in run for n in u.names],
+                    [s for u in run for s in u.steps],
+                    tuple(sig for u in run[:best_p] for sig in u.signature),
+                    best_r,
+                    label,
+                )
+            )
             k += best_p * best_r
         else:
             out.append(units[k])
