@@ -23,7 +23,8 @@ def transformer(layers: int) -> tuple[torch.nn.Module, Any]:
     import transformers as tf
 
     with torch.device("meta"):
-        config = tf.GPT2Config(n_layer=layers, n_embd=64, n_head=4, vocab_size=100, bos_token_id=0, eos_token_id=0)
+        config = tf.GPT2Config(n_layer=layers, n_embd=64, n_head=4, vocab_size=100, bos_token_id=0,
+                               eos_token_id=0)
         model = tf.GPT2Model(config)
     return model, {"input_ids": torch.zeros(1, 16, dtype=torch.long, device="meta")}
 
