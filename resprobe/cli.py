@@ -363,10 +363,13 @@ def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shape
                    "their numbers.")
 @click.option("--collapse-depth", type=click.IntRange(min=1), metavar="D",
               help="ops: one box per module at depth D (layer1.0 is depth 2) instead of its ops.")
+@click.option("--collapse", "collapse_modules", multiple=True, metavar="MODULE",
+              help="ops: one box for this module instead of its ops (repeatable), e.g. --collapse layer1.")
 @click.pass_context
 def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
           inputs_file: str | None, device: str, seed: int, quiet: bool, output: str, view: str,
-          fold: bool | None, fold_min: int, color_by: str, measure: bool, collapse_depth: int | None) -> None:
+          fold: bool | None, fold_min: int, color_by: str, measure: bool, collapse_depth: int | None,
+          collapse_modules: tuple[str, ...]) -> None:
     """Draw SOURCE: its residual streams (refinement view) or its captured ops; write FILE.
 
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
@@ -386,7 +389,7 @@ def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes
         click.echo(f"wrote {output} ({g.summary()})")
         return
     if view == "ops":
-        dot = graph_dot(g, find_blocks(g), collapse=collapse_depth)
+        dot = graph_dot(g, find_blocks(g), collapse=collapse_depth, modules=collapse_modules)
     else:
         probes = ("refinement", "gradients") if measure and loaded.graph is None else ()
         report = run_analysis(replace(loaded, graph=g) if loaded.graph is None and not measure else loaded,

@@ -202,6 +202,8 @@ def test_op_view_collapses_modules_by_depth() -> None:
     assert collapsed.count("[label=") < full.count("[label=")
     assert "join " in collapsed and "style=dashed" in collapsed  # joins and skips stay visible
     xml.dom.minidom.parseString(render(collapsed, "svg"))
+    named = graph_dot(graph, blocks, modules=("blocks.0",))
+    assert '"blocks.0\\nPostActivationBlock' in named and "blocks.1." in named
 
 
 def test_graph_command_views(tmp_path: Path) -> None:

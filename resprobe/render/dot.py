@@ -18,12 +18,14 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def graph_dot(graph: Graph, blocks: list[Block], collapse: int | None = None) -> str:
+def graph_dot(graph: Graph, blocks: list[Block], collapse: int | None = None,
+              modules: tuple[str, ...] = ()) -> str:
     """Deterministic DOT: one box per node (name, op, shape); joins filled, skip paths dashed.
     ``collapse=D`` draws one box per module at depth D (``layer1.0`` is depth 2) instead of
-    the ops inside it, keeping the joins and skip edges between boxes visible."""
-    if collapse is not None:
-        return _collapsed(graph, blocks, collapse)
+    the ops inside it; ``modules`` draws one box for each named module (``encoder.layer.3``);
+    joins and skip edges between boxes stay visible."""
+    if collapse is not None or modules:
+        return _collapsed(graph, blocks, collapse, modules)
     joins = {b.join: b for b in blocks}
     skip_edges = {(b.fork, b.join) for b in blocks if not b.skip} | {
         (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))
@@ -51,16 +53,21 @@ def graph_dot(graph: Graph, blocks: list[Block], collapse: int | None = None) ->
     return "\n".join(lines) + "\n"
 
 
-def _group(module: str, depth: int) -> str:
+def _group(module: str, depth: int | None, names: tuple[str, ...]) -> str:
+    for name in names:
+        if module == name or module.startswith(name + "."):
+            return name
+    if depth is None:
+        return module
     return ".".join(module.split(".")[:depth]) if module else ""
 
 
-def _collapsed(graph: Graph, blocks: list[Block], depth: int) -> str:
+def _collapsed(graph: Graph, blocks: list[Block], depth: int | None, names: tuple[str, ...]) -> str:
     joins = {b.join: b for b in blocks}
     skips = {(b.fork, b.join) for b in blocks if not b.skip} | {
         (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))
     }
-    key = {n.id: (f"in:{n.name}" if n.is_input else _group(n.module, depth) or "<root>") for n in graph.nodes}
+    key = {n.id: (f"in:{n.name}" if n.is_input else _group(n.module, depth, names) or "<root>") for n in graph.nodes}
     groups: dict[str, list[int]] = {}
     for n in graph.nodes:
         groups.setdefault(key[n.id], []).append(n.id)
