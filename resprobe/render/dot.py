@@ -67,7 +67,8 @@ def _collapsed(graph: Graph, blocks: list[Block], depth: int | None, names: tupl
     skips = {(b.fork, b.join) for b in blocks if not b.skip} | {
         (a, c) for b in blocks for a, c in zip((b.fork,) + b.skip, b.skip + (b.join,))
     }
-    key = {n.id: (f"in:{n.name}" if n.is_input else _group(n.module, depth, names) or "<root>") for n in graph.nodes}
+    key = {n.id: (f"in:{n.name}" if n.is_input else _group(n.module, depth, names) or "<root>")
+           for n in graph.nodes}
     groups: dict[str, list[int]] = {}
     for n in graph.nodes:
         groups.setdefault(key[n.id], []).append(n.id)
