@@ -202,7 +202,7 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
               help="... and its block influence 1 - cos(skip, output) is below this; else it rebuilds.")
 @click.option("--exact", is_flag=True,
               help="depth: also compute the exact path-length profile (about n/2 backward passes per batch).")
-@click.option("--max-length", type=click.IntRange(min=0), metavar="K",
+@click.option("--max-length", type=click.IntRange(min=1), metavar="K",
               help="depth: keep only path lengths <= K in the exact profile (exact for those kept).")
 @click.option("--sample", type=click.IntRange(min=0), default=0, metavar="N",
               help="depth: Veit's sampler, N path patterns per length, one backward pass each.")
@@ -391,7 +391,9 @@ def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes
     if view == "ops":
         dot = graph_dot(g, find_blocks(g), collapse=collapse_depth, modules=collapse_modules)
     else:
-        probes = ("refinement", "gradients") if measure and loaded.graph is None else ()
+        probes: tuple[str, ...] = ()
+        if measure and loaded.graph is None:
+            probes = ("refinement", "gradients") + (("lesion",) if color_by == "lesion" else ())
         report = run_analysis(replace(loaded, graph=g) if loaded.graph is None and not measure else loaded,
                               inputs, probes=probes, plugins=_registry(ctx))
         dot = refinement_dot(report, color_by=color_by, fold=fold, fold_min=fold_min)

@@ -76,19 +76,21 @@ def estimate(skip_gains: list[float], branch_gains: list[float], kind: str = "ma
     return [v / total for v in roots]
 
 
-def summary(profile: list[float], coverage: float = 0.9) -> dict[str, Any]:
+def summary(profile: list[float], coverage: float = 0.9, n: int | None = None) -> dict[str, Any]:
     """Mean and spread of a path-length profile (normalised here), its central ``coverage``
-    window, and the share of all paths whose length lies in that window."""
+    window, and the share of all 2^n paths whose length lies in that window (``n``: the
+    number of blocks, when the profile was cut short of it)."""
     total = sum(profile)
-    if total <= 0:
+    if not math.isfinite(total) or total <= 0 or not all(math.isfinite(v) for v in profile):
         return {"mean": None, "std": None, "window": None, "path_share": None}
     p = [v / total for v in profile]
-    n = len(p) - 1
+    n = len(p) - 1 if n is None else n
     mean = sum(k * v for k, v in enumerate(p))
     std = math.sqrt(max(sum((k - mean) ** 2 * v for k, v in enumerate(p)), 0.0))
     tail = (1 - coverage) / 2
-    lo = next(k for k in range(n + 1) if sum(p[: k + 1]) > tail)
-    hi = next(k for k in range(n, -1, -1) if sum(p[k:]) > tail)
+    last = len(p) - 1
+    lo = next(k for k in range(last + 1) if sum(p[: k + 1]) > tail)
+    hi = next(k for k in range(last, -1, -1) if sum(p[k:]) > tail)
     logs = path_counts(n)
     share = sum(10 ** (logs[k] - n * math.log10(2)) for k in range(lo, hi + 1))
     return {"mean": round(mean, 6), "std": round(std, 6), "window": [lo, hi], "path_share": share}
@@ -318,7 +320,7 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
     for sid in chains:
         norms = [float(v) / samples for v in sums[sid].cpu()]
         out[sid] = {"norms": norms, "lengths": len(norms) - 1, "check": checks.get(sid),
-                    **summary(norms)}
+                    **summary(norms, n=len(chains[sid]))}
     return out
 
 
@@ -355,8 +357,8 @@ def path_gradients(p: _Pass, chain: list[Block], patterns: list[tuple[int, ...]]
 
 
 def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: Inputs, *,
-                   objective: Any = None, samples: int = 8, seed: int = 0,
-                   train: bool = False) -> dict[int, dict[str, Any]]:
+                   objective: Any = None, samples: int = 8, seed: int = 0, train: bool = False,
+                   targets: Any = None) -> dict[int, dict[str, Any]]:
     """Per stream, Veit's measurement: for each length k, ``samples`` path patterns with k
     branches (all of them when there are fewer), one backward pass each; ``path_mean[k]`` is the
     mean gradient magnitude at the stream input of one path of length k (per sample),
@@ -366,7 +368,7 @@ def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: 
     with _held(model, train) as (m, tree):
         runner = _Runner(m, tree, graph, blocks, objective, copy=False, train=train)
         inp = inputs.to(_device(tree)) if _device(tree).type != "cpu" else inputs
-        p = runner.run(inp, None)
+        p = runner.run(inp, targets.to(_device(tree)) if isinstance(targets, Tensor) else targets)
         for sid, chain in stream_blocks(blocks).items():
             n = len(chain)
             means, counts = [], []

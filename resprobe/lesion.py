@@ -58,19 +58,17 @@ class _Effects:
 
     def __init__(self) -> None:
         self.sums: dict[str, dict[str, float]] = {}
-        self.count: dict[str, int] = {}
+        self.count: dict[str, dict[str, int]] = {}
 
     def add(self, key: str, values: dict[str, Tensor]) -> None:
-        entry = self.sums.setdefault(key, {})
-        n = 0
-        for k, v in values.items():
+        entry, counts = self.sums.setdefault(key, {}), self.count.setdefault(key, {})
+        for k, v in values.items():  # each metric counts its own values (a scalar loss is one)
             entry[k] = entry.get(k, 0.0) + float(v.sum())
-            n = int(v.numel())
-        self.count[key] = self.count.get(key, 0) + n
+            counts[k] = counts.get(k, 0) + int(v.numel())
 
     def mean(self, key: str) -> dict[str, float]:
-        c = max(self.count.get(key, 0), 1)
-        return {k: round(v / c, 8) for k, v in self.sums.get(key, {}).items()}
+        counts = self.count.get(key, {})
+        return {k: round(v / max(counts.get(k, 0), 1), 8) for k, v in self.sums.get(key, {}).items()}
 
 
 def _compare(full: Any, lesioned: Any, objective: Objective, inputs: Any, targets: Any,
@@ -85,7 +83,8 @@ def _compare(full: Any, lesioned: Any, objective: Objective, inputs: Any, target
     out = {"loss_change": losses - base_losses,
            "output_change": (b - a).reshape(n, -1).norm(dim=1)
            / a.reshape(n, -1).norm(dim=1).clamp_min(1e-30)}
-    if objective.name in _CLASSIFYING and a.dim() >= 2:
+    regression = isinstance(targets, Tensor) and targets.is_floating_point()
+    if objective.name in _CLASSIFYING and a.dim() >= 2 and not regression:
         logp, logq = F.log_softmax(a, -1), F.log_softmax(b, -1)
         out["kl"] = (logp.exp() * (logp - logq)).sum(-1).reshape(n, -1).mean(1)
         out["agreement"] = (a.argmax(-1) == b.argmax(-1)).float().reshape(n, -1).mean(1)
@@ -124,9 +123,10 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
                 lesions = [(b.name, [i]) for i, b in enumerate(residual)] + sets
                 for key, out in _deleted(g, inp, lesions, len(residual), replicas=1 if train else 0):
                     effects.add(key, _compare(full, out, chosen, inp, targets, base))
-                for name in modules:
+                for name in modules:  # on the model itself: a deleted module may be a block's branch
                     with _module_deleted(g.model, name):
-                        effects.add(f"module:{name}", _compare(full, g.run(inp), chosen, inp, targets, base))
+                        out = g.model(*inp.args, **inp.kwargs)
+                    effects.add(f"module:{name}", _compare(full, out, chosen, inp, targets, base))
             if progress is not None:
                 progress(step + 1, batches)
     assert chosen is not None
@@ -153,16 +153,50 @@ def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
     scale per sample (``replicas`` copies at most; 0 = as many as fit ``_MAX_ROWS``). In
     train mode samples are not independent (batch statistics): there, one lesion per pass."""
     size = next((int(v.shape[0]) for _, v in inp.named() if isinstance(v, Tensor) and v.dim()), 1)
-    per_pass = replicas or max(1, _MAX_ROWS // max(size, 1))
+    per_pass = replicas or (max(1, _MAX_ROWS // max(size, 1)) if _stackable(inp, size) else 1)
     device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
-    for start in range(0, len(lesions), per_pass):
+
+    def one(idx: list[int]) -> Tensor:
+        scales = torch.ones(n, device=device)
+        scales[idx] = 0.0
+        return main_output(g.run(inp, scales))
+
+    start = 0
+    while start < len(lesions):
         chunk = lesions[start:start + per_pass]
+        if len(chunk) == 1:
+            yield chunk[0][0], one(chunk[0][1])
+            start += 1
+            continue
         scales = torch.ones(len(chunk) * size, n, device=device)
         for r, (_, idx) in enumerate(chunk):
             scales[r * size:(r + 1) * size, idx] = 0.0
-        out = main_output(g.run(inp.repeat(len(chunk)) if len(chunk) > 1 else inp, scales))
-        for r, (key, _) in enumerate(chunk):
-            yield key, out[r * size:(r + 1) * size]
+        out = main_output(g.run(inp.repeat(len(chunk)), scales))
+        parts = []
+        if out.shape[0] == len(chunk) * size:
+            parts = [out[r * size:(r + 1) * size] for r in range(len(chunk))]
+        if start == 0 and parts:  # check once that the copies of the batch do not interact
+            alone = one(chunk[0][1])
+            scale = float(alone.abs().max().clamp_min(1))
+            if not torch.allclose(parts[0], alone, rtol=1e-4, atol=1e-5 * scale):
+                parts = []
+        if not parts:  # not batch-first, or the samples interact: one lesion per pass
+            per_pass = 1
+            continue
+        for (key, _), part in zip(chunk, parts):
+            yield key, part
+        start += len(chunk)
+
+
+def _stackable(inp: Any, size: int) -> bool:
+    """Whether every tensor input is a batch of ``size`` samples along its first dimension."""
+    for _, v in inp.named():
+        if isinstance(v, Tensor):
+            if not v.dim() or v.shape[0] != size:
+                return False
+        elif isinstance(v, (list, tuple, dict)):
+            return False
+    return True
 
 
 def _std(values: list[float]) -> float:

@@ -233,3 +233,73 @@ def test_a_stream_starting_at_the_input_enumerates_and_checks() -> None:
 def _objective(out: Tensor) -> Tensor:
     """The objective the probes choose for this output, summed over samples."""
     return resprobe.choose_objective(None, out, Inputs(), None).losses(out, Inputs(), None).sum()
+
+
+def test_a_cut_exact_profile_keeps_path_shares_and_validation_honest() -> None:
+    model = TanhBlocks(12, width=64).eval()
+    graph, blocks, inputs = _setup(model, torch.randn(16, 64, generator=torch.Generator().manual_seed(0)))
+    cut = exact_profile(model, graph, blocks, example_data(inputs), max_length=3)[0]
+    full = exact_profile(model, graph, blocks, example_data(inputs))[0]
+    assert cut["path_share"] < 0.5  # shares of all 2^12 paths, not of 2^3
+    report = resprobe.analyze(resprobe.Loaded(model, inputs), probes=("depth",),
+                              settings=resprobe.Settings(validate=True, max_length=3))
+    result = report.result("depth")
+    assert result is not None
+    validation = result.summary["streams"][0]["validation"]
+    assert validation["trusted"] and validation["tv_estimate_vs_exact"] < 0.05
+    assert full["check"] < 1e-5
+
+
+def test_the_sampler_uses_the_datas_targets(tmp_path: Any) -> None:
+    model = TanhBlocks(3).eval()
+    x = torch.randn(6, 16)
+    torch.save((x, torch.arange(6) % 10), tmp_path / "d.pt")
+    graph, blocks, inputs = _setup(model, x)
+    data = resprobe.load_data(str(tmp_path / "d.pt"), inputs)
+    report = resprobe.analyze(resprobe.Loaded(model, inputs), probes=("gradients", "depth"), data=data,
+                              objective="task", settings=resprobe.Settings(sample=2))
+    result = report.result("depth")
+    assert result is not None and "sampled" in result.summary["streams"][0]
+
+
+def test_lesions_with_a_scalar_objective_and_a_deleted_branch_module() -> None:
+    model = TanhBlocks(3).eval()
+    graph, blocks, inputs = _setup(model, torch.randn(6, 16))
+    per_sample = lesion(model, graph, blocks, example_data(inputs), objective="square", draws=0)
+    scalar = lesion(model, graph, blocks, example_data(inputs), draws=0,
+                    objective=lambda out, inp, t: 0.5 * out.pow(2).mean(1).sum())
+    for name, v in per_sample["blocks"].items():  # one loss for the batch: 6 samples' worth of change
+        assert scalar["blocks"][name]["loss_change"] == pytest.approx(6 * v["loss_change"], rel=1e-5)
+    modules = lesion(model, graph, blocks, example_data(inputs), draws=0, modules=("f.1",))["modules"]
+    # deleting the branch module f.1 (output := input) doubles its input instead of deleting the block
+    assert modules["f.1"]["output_change"] > 0
+
+
+class SequenceFirst(nn.Module):
+    """nn.TransformerEncoderLayer's default layout: [T, N, D], the batch second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0) for _ in range(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_batched_lesions_fall_back_when_the_copies_would_interact() -> None:
+    import sys
+
+    module = sys.modules["resprobe.lesion"]
+    model = SequenceFirst().eval()
+    graph, blocks, inputs = _setup(model, torch.randn(7, 3, 16))
+    batched = lesion(model, graph, blocks, example_data(inputs), draws=1)
+    stackable, module._stackable = module._stackable, lambda inp, size: False
+    try:
+        alone = lesion(model, graph, blocks, example_data(inputs), draws=1)
+    finally:
+        module._stackable = stackable
+    for name, v in alone["blocks"].items():
+        assert batched["blocks"][name]["output_change"] == pytest.approx(v["output_change"], rel=1e-5)

@@ -222,3 +222,16 @@ def test_graph_command_views(tmp_path: Path) -> None:
     assert code == 0 and "layers\\nSequential" in (tmp_path / "o.dot").read_text()
     code, err = run("graph", "-o", str(tmp_path / "x.svg"), "--color-by", "nonsense")
     assert code == 2 and "Invalid value for '--color-by'" in err
+
+
+def test_non_finite_numbers_do_not_break_diagrams_or_charts() -> None:
+    from resprobe.render.charts import bar_chart, line_chart
+
+    report = resprobe.analyze(resprobe.load("resprobe.examples:digits_resnet"), probes=("refinement",))
+    report.blocks[0]["metrics"]["refinement"]["update_ratio"] = float("nan")
+    report.blocks[1]["metrics"]["refinement"]["update_ratio"] = float("inf")
+    xml.dom.minidom.parseString(render(refinement_dot(report), "svg"))
+    for svg in (bar_chart("t", ["a", "b", "c"], [float("nan"), -1.0, -2.0]),
+                line_chart("t", {"s": [float("inf"), 1.0, None]}, log=True, x_ticks=["1", "2", "3"])):
+        assert "nan" not in svg and "inf" not in svg
+        xml.dom.minidom.parseString(svg)

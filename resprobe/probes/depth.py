@@ -45,9 +45,10 @@ class DepthProbe:
             exact = exact_profile(context.model, context.graph, context.blocks, data,
                                   objective=context.objective, max_length=s.max_length, train=s.train)
         if s.sample:
-            first = next(iter(context.data or _data(context)))[0]
+            first, targets = next(iter(context.data or _data(context)))
             sampled = sample_profile(context.model, context.graph, context.blocks, first,
-                                     objective=context.objective, samples=s.sample, train=s.train)
+                                     objective=context.objective, samples=s.sample, train=s.train,
+                                     targets=targets)
         streams = []
         for sid, chain in chains.items():
             gains = [(m.blocks[b.name]["skip_gain"], m.blocks[b.name]["branch_gain"]) for b in chain]
@@ -70,7 +71,8 @@ class DepthProbe:
             if sampled is not None:
                 entry["sampled"] = sampled[sid]
             if s.validate and "estimate_net" in entry and exact is not None:
-                tv = total_variation(entry["estimate_net"]["profile"], exact[sid]["norms"])
+                kept = exact[sid]["lengths"] + 1  # a cut profile is compared on the lengths it kept
+                tv = total_variation(entry["estimate_net"]["profile"][:kept], exact[sid]["norms"])
                 entry["validation"] = {"tv_estimate_vs_exact": round(tv, 6), "trusted": tv <= TRUSTED_TV}
                 if sampled is not None:
                     magnitudes = [10 ** t if t is not None else 0.0 for t in sampled[sid]["log10_total"]]

@@ -34,13 +34,14 @@ def _fmt(v: float) -> str:
 
 
 def _scale(values: list[float | None], log: bool) -> tuple[list[float | None], float, float]:
-    vs = [None if v is None or (log and v <= 0) else (math.log10(v) if log else v) for v in values]
+    vs = [None if v is None or not math.isfinite(v) or (log and v <= 0) else (math.log10(v) if log else v)
+          for v in values]
     got = [v for v in vs if v is not None]
     if not got:
         return vs, 0.0, 1.0
     lo, hi = min(got), max(got)
     if not log:
-        lo = min(lo, 0.0)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
     return vs, lo, hi if hi > lo else lo + 1.0
 
 
@@ -71,7 +72,8 @@ def bar_chart(title: str, labels: list[str], values: list[float | None]) -> str:
 
 
 def line_chart(
-    title: str, series: dict[str, list[float | None]], *, log: bool = False, x_label: str = ""
+    title: str, series: dict[str, list[float | None]], *, log: bool = False, x_label: str = "",
+    x_ticks: list[str] | None = None,
 ) -> str:
     """One line per series over positions 0..n-1 (None: a gap); a legend in the corner."""
     flat = [v for vs in series.values() for v in vs]
@@ -96,8 +98,10 @@ def line_chart(
             f"{html.escape(name)}</text>"
         )
     for k in sorted({0, n - 1, (n - 1) // 2}):
+        tick = x_ticks[k] if x_ticks is not None and k < len(x_ticks) else str(k)
         out.append(
-            f'<text x="{_PAD + 4 + k * step:.1f}" y="{_H - _PAD + 14}" text-anchor="middle">{k}</text>'
+            f'<text x="{_PAD + 4 + k * step:.1f}" y="{_H - _PAD + 14}" text-anchor="middle">'
+            f"{html.escape(tick)}</text>"
         )
     if x_label:
         out.append(f'<text x="{_W / 2:.0f}" y="{_H - 8}" text-anchor="middle">{html.escape(x_label)}</text>')

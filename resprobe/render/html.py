@@ -160,7 +160,8 @@ def charts(report: Report) -> list[tuple[str, str]]:
                         f"{key.replace('_', ' ')} with k random blocks deleted "
                         f"(k = {curve[0]['deleted']}…{curve[-1]['deleted']})",
                         {key: [row[key] for row in curve]},
-                        x_label="point on the curve",
+                        x_label="blocks deleted",
+                        x_ticks=[str(row["deleted"]) for row in curve],
                     ),
                 )
             )
@@ -214,7 +215,8 @@ th{background:#f3f3f3;cursor:pointer;user-select:none}td:nth-child(3),th:nth-chi
 .facts td{text-align:left;border:none;padding:2px 10px 2px 0}.chart{display:inline-block;margin:6px}
 .diagram{overflow:auto;border:1px solid #eee;padding:8px;max-height:900px}.note{color:#8a5a00}"""
 
-_SORT = """document.querySelectorAll('table.blocks th').forEach(function(th,i){th.addEventListener('click',
+_SORT = """(document.currentScript&&document.currentScript.parentNode||document).querySelectorAll(
+'table.blocks th').forEach(function(th,i){th.addEventListener('click',
 function(){var t=th.closest('table'),b=t.tBodies[0],r=Array.prototype.slice.call(b.rows),
 d=th.getAttribute('data-dir')==='asc'?-1:1;th.setAttribute('data-dir',d===1?'asc':'desc');
 r.sort(function(x,y){var a=x.cells[i].textContent,c=y.cells[i].textContent,p=parseFloat(a),q=parseFloat(c);

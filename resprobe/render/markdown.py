@@ -11,7 +11,7 @@ __all__ = ["write_markdown"]
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 def write_markdown(report: Report, directory: Path, stem: str = "report") -> Path:

@@ -3,6 +3,7 @@ box beside it labelled as a refinement step, coloured by a metric, repeats folde
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ def _quote(text: str) -> str:
 def _value(block: dict[str, Any], metric: str) -> float | None:
     probe, key, _, _ = METRICS[metric]
     v = block.get("metrics", {}).get(probe, {}).get(key)
-    return float(v) if isinstance(v, (int, float)) else None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def _colour(v: float | None, lo: float, hi: float) -> str:
