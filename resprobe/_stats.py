@@ -3,6 +3,7 @@ turns one instrumented pass into them. Nothing here reads a value back to the ho
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -10,7 +11,19 @@ from torch import Tensor
 
 from .instrument import BRANCH, SKIP
 
-__all__ = ["BACKWARD", "FORWARD", "GAINS", "VALUES", "Collector", "Sums", "per_sample", "units"]
+__all__ = [
+    "BACKWARD",
+    "FORWARD",
+    "GAINS",
+    "VALUES",
+    "Collector",
+    "Sums",
+    "block_numbers",
+    "mean",
+    "per_sample",
+    "std",
+    "units",
+]
 
 _TINY = 1e-30
 
@@ -252,3 +265,58 @@ def _same(a: Tensor, b: Tensor) -> bool:
     """Whether two tensors are the same values in the same memory (no comparison made)."""
     return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
                       and a.dtype == b.dtype)
+
+
+# -- host side: the numbers reported per block ----------------------------------------------
+def _row(entry: tuple[Any, Any, Any] | None, k: int = 0) -> tuple[float, float, float] | None:
+    if entry is None:
+        return None
+    s, q, c = (v.reshape(-1) for v in entry)
+    row = (float(s[k]), float(q[min(k, q.numel() - 1)]), float(c[min(k, c.numel() - 1)]))
+    return row if row[2] else None
+
+
+def mean(entry: tuple[Any, Any, Any] | None, k: int = 0) -> float | None:
+    row = _row(entry, k)
+    return None if row is None else row[0] / row[2]
+
+
+def std(entry: tuple[Any, Any, Any] | None, k: int = 0) -> float | None:
+    row = _row(entry, k)
+    if row is None:
+        return None
+    s, q, c = row
+    return math.sqrt(max(q / c - (s / c) ** 2, 0.0))
+
+
+def block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple[float, float] | None,
+                  settings: Any, samples: int) -> dict[str, Any]:
+    def get(key: str) -> float | None:
+        group = next((g for g in (FORWARD, BACKWARD, GAINS) if key in g), key)
+        value = mean(host.get((name, group)), group.index(key) if isinstance(group, tuple) else 0)
+        return None if value is None else round(value, 8)
+
+    ratio, influence = get("update_ratio"), get("block_influence")
+    values = host.get((name, VALUES))
+    var_b, var_s = std(values, 0), std(values, 1)
+    d: dict[str, Any] = {
+        "samples": samples,
+        "update_ratio": ratio, "update_ratio_std": _round(std(host.get((name, FORWARD)), 0)),
+        "variance_ratio": None if var_b is None or not var_s else round(var_b**2 / var_s**2, 8),
+        "cos_branch_skip": get("cos_branch_skip"), "block_influence": influence,
+        "label": None if ratio is None or influence is None else (
+            "refine" if ratio < settings.refine_ratio and influence < settings.refine_influence
+            else "rebuild"),
+        "grad_norm": get("grad_norm"), "skip_gain": get("skip_gain"), "branch_gain": get("branch_gain"),
+        "iterative_cos": get("iterative_cos"), "lesion_first_order": get("lesion_first_order"),
+        "param_grad_norm": None, "param_norm": None, "grad_weight_ratio": None,
+    }
+    if norms is not None:
+        g, w = norms
+        d.update(param_grad_norm=round(g, 10), param_norm=round(w, 8),
+                 grad_weight_ratio=round(g / w, 10) if w else None)
+    return d
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 8)

@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
+from ._cli_text import block_json, block_table, summary
 from ._version import __version__
 from .analyze import DEFAULT_PROBES
 from .analyze import analyze as run_analysis
-from .blocks import Block, find_blocks, streams
+from .blocks import find_blocks
 from .capture import capture
 from .data import example_data, load_data
 from .errors import InputsError, ResprobeError, UsageError
@@ -27,7 +28,6 @@ from .measure import DTYPES, Settings
 from .objective import NAMES as OBJECTIVES
 from .plugins import DISABLE_ENV, Registry
 from .render.refinement import METRICS
-from .report import Report
 from .verify import BlockCheck, verify_blocks
 
 __all__ = ["main"]
@@ -243,7 +243,7 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
         report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,
                               objective=_objective(objective), settings=settings, progress=progress)
     written = report.save(out, formats, plugins=_registry(ctx))
-    click.echo(_summary(report))
+    click.echo(summary(report))
     for path in written:
         click.echo(f"wrote {path}")
     check = report.result("verify")
@@ -254,33 +254,6 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
                                 "the numerical check; see the verify results in the report")
 
 
-def _depth_summary(report: Report) -> str:
-    out = ""
-    depth = report.result("depth")
-    if depth and depth.summary.get("measured"):
-        for s in depth.summary["streams"]:
-            if s.get("effective_depth") is not None:
-                window = s["estimate_magnitude"]["window"]
-                out += (f"\neffective depth (stream {s['id']}): {s['effective_depth']:.1f} of "
-                        f"{s['nominal']} blocks, paths {window[0]}-{window[1]} long carry 90% of the "
-                        "gradient")
-                if "exact" in s:
-                    out += f"; exact profile: mean {s['exact']['mean']:.1f}, window {s['exact']['window']}"
-    lesions = report.result("lesion")
-    if lesions and lesions.blocks:
-        worst = max(lesions.blocks.items(), key=lambda kv: kv[1].get("loss_change", 0.0))
-        values = list(lesions.blocks.values())
-        if all("agreement" in v for v in values):
-            calm = sum(1 for v in values if v["agreement"] >= 0.95)
-            what = "keep >= 95% of the top-1 predictions"
-        else:
-            calm = sum(1 for v in values if v.get("output_change", 1.0) < 0.1)
-            what = "change the output by < 10%"
-        out += (f"\nlesions: {calm} of {len(values)} block(s) can each be deleted and {what}; the largest "
-                f"loss change is {worst[1].get('loss_change', 0.0):+.3g} ({worst[0]})")
-    return out
-
-
 def _objective(spec: str) -> Any:
     """A built-in objective name, or the callable named by package.module:callable."""
     if spec in OBJECTIVES or ":" not in spec:
@@ -288,33 +261,6 @@ def _objective(spec: str) -> Any:
     from .load import resolve_callable
 
     return resolve_callable(spec, "objective")
-
-
-def _summary(report: Report) -> str:
-    blocks = report.blocks
-    residual = [b for b in blocks if b["skip"] != "concat"]
-    check = report.result("verify")
-    verified = ""
-    if check and check.summary["checked"]:
-        verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
-    line = (f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
-            f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
-            f"skip(s){verified}")
-    refinement = report.result("refinement")
-    if refinement and refinement.summary.get("measured"):
-        s = refinement.summary
-        line += f"\nrefinement: {s['refine']} refine, {s['rebuild']} rebuild"
-        if report.data:
-            line += f" (on {report.data['measured_samples']} sample(s): {report.data['description']})"
-    gradients = report.result("gradients")
-    if gradients and gradients.summary.get("measured") and report.objective:
-        gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
-        line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
-                 f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
-    line += _depth_summary(report)
-    notes = dict.fromkeys(n for r in report.results for n in r.notes)
-    line += "".join(f"\nnote: {n}" for n in notes)
-    return line
 
 
 @main.command()
@@ -341,9 +287,9 @@ def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shape
         session.say(f"verifying {len(found)} block(s) on real values")
         checks = {c.name: c for c in verify_blocks(loaded.model, inputs, graph, found)}
     if as_json:
-        click.echo(json.dumps([_block_json(b, checks) for b in found], indent=2))
+        click.echo(json.dumps([block_json(b, checks) for b in found], indent=2))
     else:
-        click.echo(_table(graph, found, checks, loaded.notes))
+        click.echo(block_table(graph, found, checks, loaded.notes))
 
 
 @main.command()
@@ -421,33 +367,3 @@ def _graph(session: _Session, loaded: Loaded, inputs: Inputs) -> Graph:
         return loaded.graph
     session.say(f"capturing one forward pass of {type(loaded.model).__name__}")
     return capture(loaded.model, inputs)
-
-
-def _block_json(b: Block, checks: dict[str, BlockCheck]) -> dict[str, Any]:
-    d = b.to_dict()
-    d["verified"] = checks[b.name].ok if b.name in checks else None
-    return d
-
-
-def _table(graph: Graph, found: list[Block], checks: dict[str, BlockCheck], notes: tuple[str, ...]) -> str:
-    residual = [b for b in found if b.is_residual]
-    lines = [f"{graph.model}: {graph.summary()}; {len(residual)} residual block(s) on "
-             f"{len(streams(found))} stream(s), {len(found) - len(residual)} concat skip(s)"
-             + (f"; verified {sum(c.ok for c in checks.values())}/{len(checks)}" if checks else "")]
-    rows = [("stream", "step", "block", "skip", "join", "branch")] + [
-        ("-" if b.stream is None else str(b.stream), "-" if b.step is None else str(b.step),
-         b.name, b.skip_kind, b.join_kind, _short_modules(b)) for b in found]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
-    lines += [f"note: {n}" for n in graph.notes + notes]
-    return "\n".join(lines)
-
-
-def _short_modules(b: Block, limit: int = 60) -> str:
-    prefix = b.name.split("#")[0] + "."
-    names = [m[len(prefix):] if m.startswith(prefix) else m for m in b.branch_modules]
-    text = " ".join(names)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-

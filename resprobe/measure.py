@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._stats import BACKWARD, FORWARD, GAINS, VALUES, Collector, Sums
+from ._plan import Plan as _Plan
+from ._stats import BACKWARD, GAINS, Collector, Sums, block_numbers, mean
 from .blocks import Block, find_blocks
 from .capture import ModuleTree, capture, forward, preserved, unwrap
 from .data import Data
@@ -21,10 +22,10 @@ from .data import batch_size as _batch_size
 from .errors import AnalysisError, UsageError
 from .graph import Graph
 from .inputs import Inputs
-from .instrument import Instrument, Mismatch
+from .instrument import Mismatch
 from .objective import Objective, ObjectiveFn, choose_objective
 
-__all__ = ["DTYPES", "Measurement", "Settings", "layers", "measure"]
+__all__ = ["DTYPES", "Measurement", "Settings", "measure"]
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -59,70 +60,6 @@ class Measurement:
     data: dict[str, Any]
     notes: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
-
-
-def layers(graph: Graph, blocks: list[Block]) -> list[tuple[str, list[int], int | None]]:
-    """Groups of consecutive blocks that make one repeating layer (attention + MLP in a
-    transformer): the blocks' module classes repeat with a period p >= 2 that divides their
-    count. Each group: its name (the blocks' common module path), block positions in
-    ``blocks``, and the node that leaves the layer (its output), if found."""
-    classes = [graph.modules.get(b.name.split("#")[0], b.name) for b in blocks]
-    n = len(blocks)
-    period = next((p for p in range(1, n // 2 + 1) if n % p == 0
-                   and all(classes[k] == classes[k % p] for k in range(n))), n)
-    if period < 2 or period == n:
-        return []
-    groups = []
-    for start in range(0, n, period):
-        idx = list(range(start, start + period))
-        name = _common([blocks[k].name.split("#")[0] for k in idx])
-        groups.append((name, idx, _layer_output(graph, name, blocks[idx[0]].skip_operand)))
-    return groups
-
-
-def _common(names: list[str]) -> str:
-    parts = [n.split(".") for n in names]
-    common = []
-    for column in zip(*parts):
-        if len(set(column)) != 1:
-            break
-        common.append(column[0])
-    return ".".join(common)
-
-
-def _layer_output(graph: Graph, name: str, like: int) -> int | None:
-    inside = {n.id for n in graph.nodes if name and (n.module == name or n.module.startswith(name + "."))}
-    shape = graph.nodes[like].shape
-    leaving = {i for n in graph.nodes if n.id not in inside for i in n.inputs if i in inside}
-    leaving |= inside & set(graph.outputs)
-    found = [i for i in leaving if graph.nodes[i].shape == shape]
-    return max(found) if found else None
-
-
-class _Plan:
-    """Gates, stream order and layers for one graph."""
-
-    def __init__(self, graph: Graph, blocks: list[Block]):
-        self.graph = graph
-        self.blocks = [b for b in blocks if b.is_residual]
-        pos = {b.name: k for k, b in enumerate(self.blocks)}
-        by_stream: dict[int, list[Block]] = {}
-        for b in self.blocks:
-            if b.stream is not None:
-                by_stream.setdefault(b.stream, []).append(b)
-        self.stream_ids = sorted(by_stream)
-        self.streams = [[pos[b.name] for b in sorted(by_stream[s], key=lambda b: b.step or 0)]
-                        for s in self.stream_ids]
-        self.layers: list[tuple[str, list[int], int | None]] = []
-        for idx in self.streams:
-            for name, ks, out in layers(graph, [self.blocks[k] for k in idx]):
-                self.layers.append((name, [idx[k] for k in ks], out))
-        watch = tuple(out for _, _, out in self.layers if out is not None)
-        self.instrument = Instrument(graph, self.blocks, watch)
-        self.names = [b.name for b in self.blocks]
-        self.params: dict[str, list[str]] = {
-            b.name: list(dict.fromkeys(p for i in b.branch for p in graph.nodes[i].params))
-            for b in self.blocks}
 
 
 @contextmanager
@@ -249,13 +186,13 @@ class _Run:
                                 f"batch than when it was captured{where}; run with --debug and report it")
         host = self.sums.host()
         norms = self._param_norms()
-        blocks = {b.name: _block_numbers(b.name, host, norms.get(b.name), self.settings,
+        blocks = {b.name: block_numbers(b.name, host, norms.get(b.name), self.settings,
                                          self.block_samples.get(b.name, 0)) for b in self.plan.blocks}
         for name, count in self.block_samples.items():  # blocks seen only on other paths
             if name not in blocks:
-                blocks[name] = _block_numbers(name, host, None, self.settings, count)
+                blocks[name] = block_numbers(name, host, None, self.settings, count)
         assert self.objective is not None
-        loss = _mean(host.get(("objective", "loss")))
+        loss = mean(host.get(("objective", "loss")))
         zero = [n for n, v in blocks.items() if v["grad_norm"] == 0]
         if zero:
             self.extra.append(f"the gradient reaching {len(zero)} join(s) is exactly zero (e.g. a "
@@ -297,7 +234,7 @@ class _Run:
                           for tr, cr in zip(total.tolist(), count.tolist())]
             names = [self.plan.names[k] for k in idx]
             ls = [{"name": name, "blocks": [self.plan.names[k] for k in ks],
-                   "block_influence": _mean(host.get(("layer", name)))}
+                   "block_influence": mean(host.get(("layer", name)))}
                   for name, ks, _ in self.plan.layers if ks[0] in idx]
             states = [f"input of {n}" for n in names] + [f"output of {names[-1]}"]
             out.append({"id": sid, "blocks": names, "states": states,
@@ -331,60 +268,6 @@ class _Run:
             notes.append("the objective did not depend on anything that can take a gradient: "
                          "gradient statistics were not measured")
         return notes
-
-
-def _row(entry: tuple[Any, Any, Any] | None, k: int = 0) -> tuple[float, float, float] | None:
-    if entry is None:
-        return None
-    s, q, c = (v.reshape(-1) for v in entry)
-    row = (float(s[k]), float(q[min(k, q.numel() - 1)]), float(c[min(k, c.numel() - 1)]))
-    return row if row[2] else None
-
-
-def _mean(entry: tuple[Any, Any, Any] | None, k: int = 0) -> float | None:
-    row = _row(entry, k)
-    return None if row is None else row[0] / row[2]
-
-
-def _std(entry: tuple[Any, Any, Any] | None, k: int = 0) -> float | None:
-    row = _row(entry, k)
-    if row is None:
-        return None
-    s, q, c = row
-    return math.sqrt(max(q / c - (s / c) ** 2, 0.0))
-
-
-def _block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple[float, float] | None,
-                   settings: Settings, samples: int) -> dict[str, Any]:
-    def get(key: str) -> float | None:
-        group = next((g for g in (FORWARD, BACKWARD, GAINS) if key in g), key)
-        value = _mean(host.get((name, group)), group.index(key) if isinstance(group, tuple) else 0)
-        return None if value is None else round(value, 8)
-
-    ratio, influence = get("update_ratio"), get("block_influence")
-    values = host.get((name, VALUES))
-    var_b, var_s = _std(values, 0), _std(values, 1)
-    d: dict[str, Any] = {
-        "samples": samples,
-        "update_ratio": ratio, "update_ratio_std": _round(_std(host.get((name, FORWARD)), 0)),
-        "variance_ratio": None if var_b is None or not var_s else round(var_b**2 / var_s**2, 8),
-        "cos_branch_skip": get("cos_branch_skip"), "block_influence": influence,
-        "label": None if ratio is None or influence is None else (
-            "refine" if ratio < settings.refine_ratio and influence < settings.refine_influence
-            else "rebuild"),
-        "grad_norm": get("grad_norm"), "skip_gain": get("skip_gain"), "branch_gain": get("branch_gain"),
-        "iterative_cos": get("iterative_cos"), "lesion_first_order": get("lesion_first_order"),
-        "param_grad_norm": None, "param_norm": None, "grad_weight_ratio": None,
-    }
-    if norms is not None:
-        g, w = norms
-        d.update(param_grad_norm=round(g, 10), param_norm=round(w, 8),
-                 grad_weight_ratio=round(g / w, 10) if w else None)
-    return d
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 8)
 
 
 def _device(tree: ModuleTree, inp: Inputs) -> torch.device:

@@ -13,42 +13,21 @@ from __future__ import annotations
 import pathlib
 
 import torch
-import torch.nn.functional as F
-from sklearn.datasets import load_digits
+from _digits import fit, split
 
 from resprobe.examples import DeepDigitsNet
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "resprobe" / "data"
 
 
-def train(residual: bool, x: torch.Tensor, y: torch.Tensor, train_idx: torch.Tensor, test_idx: torch.Tensor,
-          epochs: int, seed: int) -> tuple[DeepDigitsNet, float]:
-    torch.manual_seed(seed)
-    model = DeepDigitsNet(residual)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    for _ in range(epochs):
-        model.train()
-        for idx in train_idx[torch.randperm(len(train_idx))].split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-        sched.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(x[test_idx]).argmax(1) == y[test_idx]).float().mean().item()
-    return model, accuracy
-
-
 def main(epochs: int = 40, seed: int = 0) -> None:
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    test, rest = order[:360], order[360:]
+    x, y, test, rest = split(seed)
     DATA.mkdir(parents=True, exist_ok=True)
     for residual, name in ((True, "digits_deep_resnet"), (False, "digits_deep_plain")):
-        model, accuracy = train(residual, x, y, rest, test, epochs, seed)
+        def make(residual: bool = residual) -> DeepDigitsNet:
+            return DeepDigitsNet(residual)
+
+        model, accuracy = fit(make, x, y, rest, test, epochs, seed)
         state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
         torch.save({"state": state, "accuracy": torch.tensor(accuracy)}, DATA / f"{name}.pt")
         print(f"{name}: held-out accuracy {accuracy:.4f} on {len(test)} images", flush=True)

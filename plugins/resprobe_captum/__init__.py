@@ -27,9 +27,9 @@ class AttributionProbe:
     max_samples = 16
 
     def run(self, context: resprobe.ProbeContext) -> resprobe.ProbeResult:
-        why = context.measurable
-        if why is not None:
-            return resprobe.ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        skipped = context.not_run(self.name)
+        if skipped is not None:
+            return skipped
         inputs, targets = _first_batch(context, self.max_samples)
         device = next((p.device for p in context.model.parameters()), torch.device("cpu"))
         inputs = inputs.to(device)
@@ -37,8 +37,9 @@ class AttributionProbe:
         try:
             return self._attribute(context, inputs, targets)
         except (RuntimeError, resprobe.ResprobeError) as err:  # e.g. a model autograd cannot differentiate
-            why = str(err).strip().splitlines()[0][:200]
-            return resprobe.ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+            skipped = context.not_run(self.name, str(err).strip().splitlines()[0][:200])
+            assert skipped is not None
+            return skipped
 
     def _attribute(self, context: resprobe.ProbeContext, inputs: resprobe.Inputs,
                    targets: Any) -> resprobe.ProbeResult:

@@ -13,8 +13,11 @@ from ..data import Data, example_data
 from ..graph import Graph
 from ..inputs import Inputs
 from ..measure import Measurement, Settings, measure
+from ..report import ProbeResult
 
-__all__ = ["ProbeContext"]
+__all__ = ["NO_BLOCKS", "ProbeContext"]
+
+NO_BLOCKS = "there are no residual blocks"
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,14 @@ class ProbeContext:
         if self.graph.device == "meta":
             return "the model has no values (meta device)"
         if not any(b.is_residual for b in self.blocks):
-            return "there are no residual blocks"
+            return NO_BLOCKS
         return None
+
+    def not_run(self, probe: str, why: str | None = None) -> ProbeResult | None:
+        """A ``measured: 0`` result saying why ``probe`` cannot run (``why``, by default
+        ``measurable``), or None when it can."""
+        why = self.measurable if why is None else why
+        return None if why is None else ProbeResult(probe, {"measured": 0}, {}, (f"not run: {why}",))
 
     def measurement(self) -> Measurement:
         """The shared measurement (computed on first use)."""

@@ -32,9 +32,9 @@ class DepthProbe:
     install = ""
 
     def run(self, context: ProbeContext) -> ProbeResult:
-        why = context.measurable
-        if why is not None:
-            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        skipped = context.not_run(self.name)
+        if skipped is not None:
+            return skipped
         m = context.measurement()
         s = context.settings
         chains = stream_blocks(context.blocks)

@@ -22,9 +22,9 @@ class GradientsProbe:
     install = ""
 
     def run(self, context: ProbeContext) -> ProbeResult:
-        why = context.measurable
-        if why is not None:
-            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        skipped = context.not_run(self.name)
+        if skipped is not None:
+            return skipped
         m = context.measurement()
         blocks = {name: {k: v[k] for k in ("samples", *KEYS)} for name, v in m.blocks.items()}
         summary = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..data import example_data
 from ..lesion import lesion
 from ..report import ProbeResult
-from . import ProbeContext
+from . import NO_BLOCKS, ProbeContext
 
 __all__ = ["LesionProbe", "probe"]
 
@@ -21,11 +21,10 @@ class LesionProbe:
     install = ""
 
     def run(self, context: ProbeContext) -> ProbeResult:
-        why = context.measurable
-        if why is not None and not context.settings.lesion_modules:
-            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
-        if why is not None and "no residual blocks" not in why:
-            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        skipped = context.not_run(self.name)
+        modules_only = bool(context.settings.lesion_modules) and context.measurable == NO_BLOCKS
+        if skipped is not None and not modules_only:  # deleting whole modules needs no blocks
+            return skipped
         s = context.settings
         data = context.data or example_data(context.inputs)
         got = lesion(context.model, context.graph, context.blocks, data, objective=context.objective,

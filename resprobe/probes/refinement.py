@@ -20,9 +20,9 @@ class RefinementProbe:
     install = ""
 
     def run(self, context: ProbeContext) -> ProbeResult:
-        why = context.measurable
-        if why is not None:
-            return ProbeResult(self.name, {"measured": 0}, {}, (f"not run: {why}",))
+        skipped = context.not_run(self.name)
+        if skipped is not None:
+            return skipped
         m = context.measurement()
         blocks = {name: {k: v[k] for k in ("samples", *KEYS)} for name, v in m.blocks.items()}
         labels = [v["label"] for v in blocks.values()]

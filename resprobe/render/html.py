@@ -82,89 +82,112 @@ def diagram(report: Report, **options: Any) -> tuple[str | None, str, str]:
 def charts(report: Report) -> list[tuple[str, str]]:
     """(file stem, SVG) for every chart the report has data for."""
     names = [b["name"] for b in report.blocks if b["skip"] != "concat"]
+    return (
+        _refinement_charts(report, names)
+        + _gradient_charts(report)
+        + _depth_charts(report)
+        + _lesion_charts(report, names)
+    )
+
+
+def _refinement_charts(report: Report, names: list[str]) -> list[tuple[str, str]]:
     by = {b["name"]: b.get("metrics", {}) for b in report.blocks}
     out = []
-
-    def series(probe: str, key: str) -> list[float | None]:
-        return [by[n].get(probe, {}).get(key) for n in names]
-
     for key, title in (
         ("update_ratio", "update ratio ‖b‖/‖s‖ per block"),
         ("block_influence", "block influence 1 − cos(s, y) per block"),
     ):
-        values = series("refinement", key)
+        values = [by[n].get("refinement", {}).get(key) for n in names]
         if any(v is not None for v in values):
             out.append((key, bar_chart(title, names, values)))
+    return out
+
+
+def _gradient_charts(report: Report) -> list[tuple[str, str]]:
     grads = report.result("gradients")
-    if grads:
-        for s in grads.summary.get("streams", []):
-            if any(v is not None for v in s["grad_norm"]):
-                out.append(
-                    (
-                        f"grad_norm_stream{s['id']}",
-                        line_chart(
-                            f"‖∂L/∂y‖ along stream {s['id']} (log scale)",
-                            {"gradient at the join": s["grad_norm"]},
-                            log=True,
-                            x_label="step − 1",
-                        ),
-                    )
-                )
-    depth = report.result("depth")
-    if depth:
-        for s in depth.summary.get("streams", []):
-            profiles: dict[str, list[float | None]] = {}
-            for key, label in (
-                ("estimate_magnitude", "estimate (magnitude)"),
-                ("estimate_net", "estimate (net)"),
-            ):
-                if key in s:
-                    profiles[label] = list(s[key]["profile"])
-            if "exact" in s:
-                total = sum(s["exact"]["norms"]) or 1.0
-                profiles["exact (net)"] = [v / total for v in s["exact"]["norms"]]
-            if "sampled" in s:
-                mags = [10**t if t is not None else 0.0 for t in s["sampled"]["log10_total"]]
-                total = sum(mags) or 1.0
-                profiles["sampled (magnitude)"] = [v / total for v in mags]
-            if profiles:
-                out.append(
-                    (
-                        f"path_lengths_stream{s['id']}",
-                        line_chart(
-                            f"share of the gradient by path length, stream {s['id']}",
-                            profiles,
-                            x_label="path length",
-                        ),
-                    )
-                )
-    lesion = report.result("lesion")
-    if lesion and lesion.blocks:
-        out.append(
-            (
-                "lesion",
-                bar_chart(
-                    "loss change when each block is deleted",
-                    names,
-                    [lesion.blocks.get(n, {}).get("loss_change") for n in names],
-                ),
-            )
+    streams = grads.summary.get("streams", []) if grads else []
+    return [
+        (
+            f"grad_norm_stream{s['id']}",
+            line_chart(
+                f"‖∂L/∂y‖ along stream {s['id']} (log scale)",
+                {"gradient at the join": s["grad_norm"]},
+                log=True,
+                x_label="step − 1",
+            ),
         )
-        curve = lesion.summary.get("curve", [])
-        key = "accuracy" if curve and "accuracy" in curve[0] else "loss_change"
-        if curve:
+        for s in streams
+        if any(v is not None for v in s["grad_norm"])
+    ]
+
+
+def _profiles(stream: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Every path-length profile of a stream, each normalised to sum to one."""
+    profiles: dict[str, list[float | None]] = {}
+    for key, label in (("estimate_magnitude", "estimate (magnitude)"), ("estimate_net", "estimate (net)")):
+        if key in stream:
+            profiles[label] = list(stream[key]["profile"])
+    raw = {}
+    if "exact" in stream:
+        raw["exact (net)"] = list(stream["exact"]["norms"])
+    if "sampled" in stream:
+        raw["sampled (magnitude)"] = [
+            10**t if t is not None else 0.0 for t in stream["sampled"]["log10_total"]
+        ]
+    for label, values in raw.items():
+        total = sum(values) or 1.0
+        profiles[label] = [v / total for v in values]
+    return profiles
+
+
+def _depth_charts(report: Report) -> list[tuple[str, str]]:
+    depth = report.result("depth")
+    out = []
+    for s in depth.summary.get("streams", []) if depth else []:
+        profiles = _profiles(s)
+        if profiles:
             out.append(
                 (
-                    "lesion_curve",
+                    f"path_lengths_stream{s['id']}",
                     line_chart(
-                        f"{key.replace('_', ' ')} with k random blocks deleted "
-                        f"(k = {curve[0]['deleted']}…{curve[-1]['deleted']})",
-                        {key: [row[key] for row in curve]},
-                        x_label="blocks deleted",
-                        x_ticks=[str(row["deleted"]) for row in curve],
+                        f"share of the gradient by path length, stream {s['id']}",
+                        profiles,
+                        x_label="path length",
                     ),
                 )
             )
+    return out
+
+
+def _lesion_charts(report: Report, names: list[str]) -> list[tuple[str, str]]:
+    lesion = report.result("lesion")
+    if not lesion or not lesion.blocks:
+        return []
+    out = [
+        (
+            "lesion",
+            bar_chart(
+                "loss change when each block is deleted",
+                names,
+                [lesion.blocks.get(n, {}).get("loss_change") for n in names],
+            ),
+        )
+    ]
+    curve = lesion.summary.get("curve", [])
+    if curve:
+        key = "accuracy" if "accuracy" in curve[0] else "loss_change"
+        out.append(
+            (
+                "lesion_curve",
+                line_chart(
+                    f"{key.replace('_', ' ')} with k random blocks deleted "
+                    f"(k = {curve[0]['deleted']}…{curve[-1]['deleted']})",
+                    {key: [row[key] for row in curve]},
+                    x_label="blocks deleted",
+                    x_ticks=[str(row["deleted"]) for row in curve],
+                ),
+            )
+        )
     return out
 
 
@@ -197,8 +220,9 @@ def _facts(report: Report) -> list[tuple[str, str]]:
                 facts.append(
                     (
                         f"effective depth, stream {s['id']}",
-                        f"{s['effective_depth']:.2f} of {s['nominal']} blocks "
-                        "(window {}–{})".format(*s["estimate_magnitude"]["window"]),
+                        f"{s['effective_depth']:.2f} of {s['nominal']} blocks (window {{}}–{{}})".format(
+                            *s["estimate_magnitude"]["window"]
+                        ),
                     )
                 )
     return facts

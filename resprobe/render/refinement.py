@@ -168,52 +168,68 @@ def refinement_dot(
         '  node [fontname="Helvetica", fontsize=10]; edge [arrowsize=0.6];',
     ]
     for stream in report.streams:
-        sid = stream["id"]
-        units = _units(stream, by_name, layers.get(sid, []))
         folding = fold if fold is not None else len(stream["blocks"]) > FOLD_ABOVE
-        if folding:
-            units = _fold(units, fold_min)
-        lines.append(f"  subgraph cluster_s{sid} {{")
-        title = f"stream {sid} · {len(stream['blocks'])} blocks"
-        lines.append(f'    label={_quote(title)}; fontname="Helvetica"; fontsize=11; color="#cccccc";')
-        lines.append(f'    s{sid}_0 [shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];')
-        for k, unit in enumerate(units, 1):
-            v = [x for x in (_value(by_name[n], color_by) for n in unit.names) if x is not None]
-            fill = _colour(sum(v) / len(v) if v else None, lo, hi)
-            shape = "box3d" if unit.count > 1 else "box"
-            lines.append(
-                f'    s{sid}_b{k} [shape={shape}, style="rounded,filled", fillcolor="{fill}", '
-                f"label={_quote(_unit_label(unit, by_name))}];"
-            )
-            lines.append(
-                f'    s{sid}_{k} [shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];'
-            )
-            skips = {by_name[n]["skip"] for n in unit.names}
-            spine = (
-                'color="#e66101", style=dashed, penwidth=2, label=" projection", fontsize=9'
-                if "projection" in skips
-                else 'color="#555555", penwidth=3'
-            )
-            lines.append(f"    s{sid}_{k - 1} -> s{sid}_{k} [{spine}, weight=10];")
-            lines.append(f'    s{sid}_{k - 1} -> s{sid}_b{k} [color="#888888"];')
-            lines.append(f'    s{sid}_b{k} -> s{sid}_{k} [color="#888888"];')
-            lines.append(f"    {{rank=same; s{sid}_{k - 1}; s{sid}_b{k};}}")
-        lines.append("  }")
-    concat = [b for b in report.blocks if b["skip"] == "concat"]
-    if concat:
-        lines.append("  subgraph cluster_concat {")
-        lines.append(
-            f'    label={_quote(f"concat skips · {len(concat)}")}; fontname="Helvetica"; '
-            'fontsize=11; color="#cccccc";'
-        )
-        for k, b in enumerate(concat):
-            lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(b["name"])}];')
-            if k:
-                lines.append(f"    c{k - 1} -> c{k} [style=dotted];")
-        lines.append("  }")
+        units = _units(stream, by_name, layers.get(stream["id"], []))
+        lines += _stream(stream, _fold(units, fold_min) if folding else units, by_name, color_by, lo, hi)
+    lines += _concat([b for b in report.blocks if b["skip"] == "concat"])
     lines += _legend(color_by, lo, hi, bool(values))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _stream(
+    stream: dict[str, Any],
+    units: list[_Unit],
+    by_name: dict[str, dict[str, Any]],
+    color_by: str,
+    lo: float,
+    hi: float,
+) -> list[str]:
+    """One stream's cluster: the spine of states, and a box per unit beside it."""
+    sid = stream["id"]
+    title = f"stream {sid} · {len(stream['blocks'])} blocks"
+    dot = '[shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];'
+    lines = [
+        f"  subgraph cluster_s{sid} {{",
+        f'    label={_quote(title)}; fontname="Helvetica"; fontsize=11; color="#cccccc";',
+        f"    s{sid}_0 {dot}",
+    ]
+    for k, unit in enumerate(units, 1):
+        v = [x for x in (_value(by_name[n], color_by) for n in unit.names) if x is not None]
+        fill = _colour(sum(v) / len(v) if v else None, lo, hi)
+        shape = "box3d" if unit.count > 1 else "box"
+        skips = {by_name[n]["skip"] for n in unit.names}
+        spine = (
+            'color="#e66101", style=dashed, penwidth=2, label=" projection", fontsize=9'
+            if "projection" in skips
+            else 'color="#555555", penwidth=3'
+        )
+        lines += [
+            f'    s{sid}_b{k} [shape={shape}, style="rounded,filled", fillcolor="{fill}", '
+            f"label={_quote(_unit_label(unit, by_name))}];",
+            f"    s{sid}_{k} {dot}",
+            f"    s{sid}_{k - 1} -> s{sid}_{k} [{spine}, weight=10];",
+            f'    s{sid}_{k - 1} -> s{sid}_b{k} [color="#888888"];',
+            f'    s{sid}_b{k} -> s{sid}_{k} [color="#888888"];',
+            f"    {{rank=same; s{sid}_{k - 1}; s{sid}_b{k};}}",
+        ]
+    return [*lines, "  }"]
+
+
+def _concat(concat: list[dict[str, Any]]) -> list[str]:
+    """Concat skips (DenseNet, U-Net): a dotted cluster of their own."""
+    if not concat:
+        return []
+    lines = [
+        "  subgraph cluster_concat {",
+        f'    label={_quote(f"concat skips · {len(concat)}")}; fontname="Helvetica"; fontsize=11; '
+        'color="#cccccc";',
+    ]
+    for k, b in enumerate(concat):
+        lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(b["name"])}];')
+        if k:
+            lines.append(f"    c{k - 1} -> c{k} [style=dotted];")
+    return [*lines, "  }"]
 
 
 def _layers(report: Report) -> dict[int, list[dict[str, Any]]]:

@@ -1,0 +1,95 @@
+"""What the CLI prints: the summary of an analysis and the table of blocks (plain text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .blocks import Block, streams
+from .graph import Graph
+from .report import Report
+from .verify import BlockCheck
+
+__all__ = ["block_json", "block_table", "summary"]
+
+
+def summary(report: Report) -> str:
+    blocks = report.blocks
+    residual = [b for b in blocks if b["skip"] != "concat"]
+    check = report.result("verify")
+    verified = ""
+    if check and check.summary["checked"]:
+        verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
+    line = (f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
+            f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
+            f"skip(s){verified}")
+    refinement = report.result("refinement")
+    if refinement and refinement.summary.get("measured"):
+        s = refinement.summary
+        line += f"\nrefinement: {s['refine']} refine, {s['rebuild']} rebuild"
+        if report.data:
+            line += f" (on {report.data['measured_samples']} sample(s): {report.data['description']})"
+    gradients = report.result("gradients")
+    if gradients and gradients.summary.get("measured") and report.objective:
+        gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
+        line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
+                 f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
+    line += _depth_summary(report)
+    notes = dict.fromkeys(n for r in report.results for n in r.notes)
+    line += "".join(f"\nnote: {n}" for n in notes)
+    return line
+
+
+def _depth_summary(report: Report) -> str:
+    out = ""
+    depth = report.result("depth")
+    if depth and depth.summary.get("measured"):
+        for s in depth.summary["streams"]:
+            if s.get("effective_depth") is not None:
+                window = s["estimate_magnitude"]["window"]
+                out += (f"\neffective depth (stream {s['id']}): {s['effective_depth']:.1f} of "
+                        f"{s['nominal']} blocks, paths {window[0]}-{window[1]} long carry 90% of the "
+                        "gradient")
+                if "exact" in s:
+                    out += f"; exact profile: mean {s['exact']['mean']:.1f}, window {s['exact']['window']}"
+    lesions = report.result("lesion")
+    if lesions and lesions.blocks:
+        worst = max(lesions.blocks.items(), key=lambda kv: kv[1].get("loss_change", 0.0))
+        values = list(lesions.blocks.values())
+        if all("agreement" in v for v in values):
+            calm = sum(1 for v in values if v["agreement"] >= 0.95)
+            what = "keep >= 95% of the top-1 predictions"
+        else:
+            calm = sum(1 for v in values if v.get("output_change", 1.0) < 0.1)
+            what = "change the output by < 10%"
+        out += (f"\nlesions: {calm} of {len(values)} block(s) can each be deleted and {what}; the largest "
+                f"loss change is {worst[1].get('loss_change', 0.0):+.3g} ({worst[0]})")
+    return out
+
+
+def block_json(b: Block, checks: dict[str, BlockCheck]) -> dict[str, Any]:
+    d = b.to_dict()
+    d["verified"] = checks[b.name].ok if b.name in checks else None
+    return d
+
+
+def block_table(graph: Graph, found: list[Block], checks: dict[str, BlockCheck],
+                notes: tuple[str, ...]) -> str:
+    residual = [b for b in found if b.is_residual]
+    lines = [f"{graph.model}: {graph.summary()}; {len(residual)} residual block(s) on "
+             f"{len(streams(found))} stream(s), {len(found) - len(residual)} concat skip(s)"
+             + (f"; verified {sum(c.ok for c in checks.values())}/{len(checks)}" if checks else "")]
+    rows = [("stream", "step", "block", "skip", "join", "branch")] + [
+        ("-" if b.stream is None else str(b.stream), "-" if b.step is None else str(b.step),
+         b.name, b.skip_kind, b.join_kind, _short_modules(b)) for b in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+    lines += [f"note: {n}" for n in graph.notes + notes]
+    return "\n".join(lines)
+
+
+def _short_modules(b: Block, limit: int = 60) -> str:
+    prefix = b.name.split("#")[0] + "."
+    names = [m[len(prefix):] if m.startswith(prefix) else m for m in b.branch_modules]
+    text = " ".join(names)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
