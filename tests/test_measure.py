@@ -138,9 +138,9 @@ def _split_case(name: str) -> tuple[nn.Module, Inputs]:
     return tv.models.resnet18(weights=None).eval(), Inputs((torch.randn(2, 3, 64, 64),))
 
 
-@pytest.mark.parametrize("case", ["digits", "prenorm", "resnet18"])
-def test_skip_part_plus_branch_part_is_the_gradient_at_the_block_input(case: str) -> None:
-    model, inputs = _split_case(case)
+def _gated_pass(model: nn.Module, inputs: Inputs) -> tuple[Any, list[resprobe.Block], Instrument, _Split]:
+    """One instrumented pass with every block's input watched: (output, blocks, plan, listener);
+    the pass followed the graph (checked) and its autograd graph stays for the caller."""
     graph = capture(model, inputs)
     blocks = [b for b in find_blocks(graph) if b.is_residual]
     plan = Instrument(graph, blocks, watch=tuple(b.fork for b in blocks))
@@ -152,9 +152,15 @@ def test_skip_part_plus_branch_part_is_the_gradient_at_the_block_input(case: str
         out, rec = forward(model, tree, inputs, watcher=plan.watcher(listener),
                            rewrite=lambda r: plan.rewrites(r, listener, anchor, mismatches))
         assert plan.check(rec, mismatches)
-        loss = resprobe.main_output(out).float().pow(2).sum()
-        forks = [listener.nodes[b.fork] for b in blocks]
-        truth = torch.autograd.grad(loss, forks)
+    return out, blocks, plan, listener
+
+
+@pytest.mark.parametrize("case", ["digits", "prenorm", "resnet18"])
+def test_skip_part_plus_branch_part_is_the_gradient_at_the_block_input(case: str) -> None:
+    model, inputs = _split_case(case)
+    out, blocks, _, listener = _gated_pass(model, inputs)
+    loss = resprobe.main_output(out).float().pow(2).sum()
+    truth = torch.autograd.grad(loss, [listener.nodes[b.fork] for b in blocks])
     for i, (b, want) in enumerate(zip(blocks, truth)):
         got = listener.grads[(i, "skip")] + listener.grads[(i, "branch")]
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()), msg=b.name)
@@ -267,21 +273,9 @@ class InplaceReader(nn.Module):
 
 def test_an_in_place_reader_of_the_block_input_is_gated_too() -> None:
     torch.manual_seed(0)
-    model = InplaceReader()
-    x = torch.randn(4, D)
-    graph = capture(model, x)
-    blocks = [b for b in find_blocks(graph) if b.is_residual]
-    plan = Instrument(graph, blocks, watch=tuple(b.fork for b in blocks))
-    listener = _Split()
-    tree = ModuleTree(model)
-    anchor = torch.zeros((), requires_grad=True)
-    with preserved(model, tree, False), torch.enable_grad():
-        out, rec = forward(model, tree, Inputs((x,)),
-                           rewrite=lambda r: plan.rewrites(r, listener, anchor, []),
-                           watcher=plan.watcher(listener))
-        assert plan.check(rec, []) and not plan.ungated()
-        fork = listener.nodes[blocks[0].fork]
-        (want,) = torch.autograd.grad(out.sum(), [fork])
+    out, blocks, plan, listener = _gated_pass(InplaceReader(), Inputs((torch.randn(4, D),)))
+    assert not plan.ungated()
+    (want,) = torch.autograd.grad(out.sum(), [listener.nodes[blocks[0].fork]])
     got = listener.grads[(0, "skip")] + listener.grads[(0, "branch")]
     torch.testing.assert_close(got, want)
 
