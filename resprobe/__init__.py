@@ -1,5 +1,6 @@
 """resprobe: find every residual block in a PyTorch model and measure it as a refinement step."""
 
+from ._memory import ensure_fits
 from ._version import __version__
 from .analyze import DEFAULT_PROBES, analyze
 from .blocks import Block, Stream, find_blocks, streams
@@ -64,6 +65,7 @@ __all__ = [
     "analyze",
     "capture",
     "choose_objective",
+    "ensure_fits",
     "exact_profile",
     "example_data",
     "find_blocks",

@@ -49,21 +49,27 @@ def _depth_summary(report: Report) -> str:
                 out += (f"\neffective depth (stream {s['id']}): {s['effective_depth']:.1f} of "
                         f"{s['nominal']} blocks, paths {window[0]}-{window[1]} long carry 90% of the "
                         "gradient")
-                if "exact" in s:
+                if "exact" in s and s["exact"].get("mean") is not None:
                     out += f"; exact profile: mean {s['exact']['mean']:.1f}, window {s['exact']['window']}"
     lesions = report.result("lesion")
     if lesions and lesions.blocks:
-        worst = max(lesions.blocks.items(), key=lambda kv: kv[1].get("loss_change", 0.0))
+        # numbers a model with NaN or inf weights could not give are None (see analyze._finite)
+        worst = max(lesions.blocks.items(),
+                    key=lambda kv: (kv[1].get("loss_change") is not None, kv[1].get("loss_change") or 0.0))
         values = list(lesions.blocks.values())
         if all("agreement" in v for v in values):
-            calm = sum(1 for v in values if v["agreement"] >= 0.95)
+            calm = sum(1 for v in values if v["agreement"] is not None and v["agreement"] >= 0.95)
             what = "keep >= 95% of the top-1 predictions"
         else:
-            calm = sum(1 for v in values if v.get("output_change", 1.0) < 0.1)
+            calm = sum(1 for v in values if v.get("output_change") is not None and v["output_change"] < 0.1)
             what = "change the output by < 10%"
         out += (f"\nlesions: {calm} of {len(values)} block(s) can each be deleted and {what}; the largest "
-                f"loss change is {worst[1].get('loss_change', 0.0):+.3g} ({worst[0]})")
+                f"loss change is {_signed(worst[1].get('loss_change', 0.0))} ({worst[0]})")
     return out
+
+
+def _signed(value: float | None) -> str:
+    return "not finite" if value is None else f"{value:+.3g}"
 
 
 def block_json(b: Block, checks: dict[str, BlockCheck]) -> dict[str, Any]:

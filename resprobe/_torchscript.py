@@ -1,4 +1,4 @@
-"""TorchScript archives (``torch.jit.save``): their graph read as a Graph, never run."""
+"""TorchScript archives (``torch.jit.save``): loaded only when trusted, their graph read as a Graph."""
 
 from __future__ import annotations
 
@@ -18,14 +18,23 @@ _PASS = {"prim::ListConstruct", "prim::TupleConstruct"}
 _UNPACK = {"prim::ListUnpack", "prim::TupleUnpack"}
 
 
-def load_torchscript(path: Path) -> Loaded:
-    """Read a TorchScript archive; its graph is the capture (the program is not executed)."""
+def load_torchscript(path: Path, *, trust: bool = False) -> Loaded:
+    """Read a TorchScript archive's graph (its ``forward`` is not run). Loading the archive runs
+    TorchScript code stored in it (``__setstate__`` methods), so it needs ``trust``."""
+    if not trust:
+        raise SourceError(
+            f"{path} is a TorchScript archive: loading it runs TorchScript code stored in the file "
+            "(e.g. its __setstate__ methods), so it was not loaded; pass --trust if you trust the "
+            "file, or save the model with torch.export.save (read without running anything)"
+        )
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as err:
-        raise SourceError(f"{path} is a corrupt TorchScript archive ({type(err).__name__}: {err})") from err
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise SourceError(f"{path} is a corrupt TorchScript archive ({type(err).__name__}: {first})") from err
     return Loaded(module, None, "unknown", f"TorchScript archive {path.name}", graph=script_graph(module),
-                  notes=("captured from the TorchScript graph (ATen ops); it was not run",))
+                  notes=("captured from the TorchScript graph (ATen ops); its forward was not run, but "
+                         "loading the archive (trusted) ran the TorchScript code stored in it",))
 
 
 class _Reader:

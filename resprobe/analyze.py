@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ._recorder import gather_tensors
@@ -48,7 +49,7 @@ def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEF
                             else loaded.inputs_description or "the source's example inputs")
     ctx = ProbeContext(loaded.model, inp, graph, blocks, replayable=loaded.graph is None, data=data,
                        objective=objective, settings=settings, progress=progress)
-    results = [reg.get("probe", name).run(ctx) for name in probes]
+    results = [_finite(_unchecked(reg.get("probe", name).run(ctx))) for name in probes]
     measured = ctx.cache.get("measurement")
     return Report(
         model=_model(loaded, inp, graph.device, ctx.settings.dtype),
@@ -57,9 +58,60 @@ def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEF
         streams=[{"id": s.id, "blocks": list(s.blocks)} for s in streams(blocks)],
         blocks=[_block(b.to_dict(), results) for b in blocks],
         results=results, notes=loaded.notes,
-        objective=None if measured is None else measured.objective,
-        data=None if measured is None else measured.data,
+        objective=None if measured is None else _clean(measured.objective, "", "", {}),
+        data=None if measured is None else _clean(measured.data, "", "", {}),
     )
+
+
+def _unchecked(result: ProbeResult) -> ProbeResult:
+    """verify: a block whose values are NaN or inf (error NaN) cannot be checked, so it is
+    neither passed nor failed: ``ok`` null, left out of ``checked``, and a note says so."""
+    nan = [k for k, v in result.blocks.items() if result.probe == "verify" and v.get("ok") is False
+           and isinstance(v.get("error"), float) and math.isnan(v["error"])]
+    if not nan:
+        return result
+    blocks = {k: ({**v, "ok": None, "detail": "not checked: its values are NaN or inf"} if k in nan else v)
+              for k, v in result.blocks.items()}
+    summary = {**result.summary, "checked": result.summary.get("checked", 0) - len(nan),
+               "unchecked": len(nan)}
+    note = f"{len(nan)} block(s) not checked, their values are NaN or inf: {_few(nan)}"
+    return replace(result, summary=summary, blocks=blocks, notes=(*result.notes, note))
+
+
+def _finite(result: ProbeResult) -> ProbeResult:
+    """``result`` with every NaN or inf written as None (JSON has neither), and one note that
+    says where."""
+    places: dict[str, list[str]] = {}
+    summary = _clean(result.summary, "", "the summary", places)
+    blocks = {name: _clean(v, "", name, places) for name, v in result.blocks.items()}
+    if not places:
+        return result
+    shown = [f"{metric} in {_few(where)}" for metric, where in list(places.items())[:3]]
+    more = f"; and {len(places) - 3} more metric(s)" if len(places) > 3 else ""
+    note = (f"{result.probe}: non-finite values written as null: {'; '.join(shown)}{more}; "
+            "the model produced NaN or inf")
+    return replace(result, summary=summary, blocks=blocks, notes=(*result.notes, note))
+
+
+def _clean(value: Any, path: str, where: str, places: dict[str, list[str]]) -> Any:
+    """``value`` with non-finite floats replaced by None; each one's key path is recorded."""
+    if isinstance(value, float) and not math.isfinite(value):
+        seen = places.setdefault(path or "value", [])
+        if where not in seen:
+            seen.append(where)
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v, f"{path}.{k}" if path else str(k), where, places) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        cleaned = [_clean(v, path, where, places) for v in value]
+        return tuple(cleaned) if isinstance(value, tuple) else cleaned
+    return value
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    """The first few names, then how many more."""
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _block(d: dict[str, Any], results: list[ProbeResult]) -> dict[str, Any]:

@@ -236,17 +236,72 @@ def _refilled(value: Any, copy: Any) -> bool:
     return not same
 
 
+_HOOKS = tuple(sorted(k for k, v in nn.Module().__dict__.items() if "hook" in k and isinstance(v, dict)))
+
+
+def _hooks(tree: ModuleTree) -> list[tuple[nn.Module, list[tuple[dict[Any, Any], dict[Any, Any]]], Any]]:
+    """Every module's hook dicts with a copy of their contents (and the full-backward flag)."""
+    return [(m, [(d, dict(d)) for d in (m.__dict__.get(k) for k in _HOOKS) if isinstance(d, dict)],
+             m.__dict__.get("_is_full_backward_hook")) for m in tree.modules]
+
+
+def _restore_hooks(snap: list[tuple[nn.Module, list[tuple[dict[Any, Any], dict[Any, Any]]], Any]]) -> bool:
+    """Remove hooks the forward pass installed (and put back any it removed); whether any had."""
+    changed = False
+    for m, dicts, full in snap:
+        for d, copy in dicts:
+            if list(d.items()) != list(copy.items()):
+                d.clear()
+                d.update(copy)
+                changed = True
+        if m.__dict__.get("_is_full_backward_hook") is not full:
+            m.__dict__["_is_full_backward_hook"] = full
+    return changed
+
+
+def _swap_buffers(tree: ModuleTree) -> list[tuple[nn.Module, str, Tensor, Tensor]]:
+    """Give every module a private copy of its buffers for the run (tied buffers stay tied), so
+    that batch-norm statistics, spectral-norm vectors and the like are never written: the
+    model's own buffer tensors keep their values and their version counters."""
+    copies: dict[int, Tensor] = {}
+    swapped = []
+    for m in tree.modules:
+        for name, buf in list(m._buffers.items()):
+            if buf is None or buf.is_inference():
+                continue
+            with torch.no_grad():
+                copy = copies.setdefault(id(buf), buf.detach().clone())
+            m._buffers[name] = copy
+            swapped.append((m, name, buf, copy))
+    tree.buffers = {n: copies.get(id(b), b) for n, b in tree.buffers.items()}
+    tree.buffer_ids = {id(b): n for n, b in tree.buffers.items()}
+    return swapped
+
+
+def _unswap_buffers(tree: ModuleTree, swapped: list[tuple[nn.Module, str, Tensor, Tensor]]) -> list[str]:
+    """Put the model's own buffers back; the names of those the run changed (on the copies)."""
+    originals = {id(copy): buf for _, _, buf, copy in swapped}
+    changed = {n for n, b in tree.buffers.items() if id(b) in originals and not b.is_meta
+               and not torch.equal(b, originals[id(b)])}
+    for m, name, buf, _ in swapped:
+        m._buffers[name] = buf
+    tree.buffers = {n: originals.get(id(b), b) for n, b in tree.buffers.items()}
+    tree.buffer_ids = {id(b): n for n, b in tree.buffers.items()}
+    return sorted(changed)
+
+
 @contextmanager
 def preserved(model: nn.Module, tree: ModuleTree, train: bool) -> Iterator[list[str]]:
-    """Eval mode (unless ``train``) for the run; afterwards training flags, buffers and plain
-    attributes (caches a forward pass fills) as found."""
+    """Eval mode (unless ``train``) for the run; afterwards training flags, buffers (their very
+    tensors, values and versions), hooks and plain attributes (caches a forward pass fills) as
+    found."""
     flags = [(m, m.training) for m in tree.modules]
     attrs = _attributes(tree)
-    saved = [(n, b, b.detach().clone()) for n, b in tree.buffers.items()
-             if not b.is_meta and not b.is_inference()]
+    hooks = _hooks(tree)
     notes: list[str] = []
     if model.training and not train:
         notes.append("recorded in eval mode (the model was in train mode; it is restored)")
+    swapped = _swap_buffers(tree)
     try:
         if any(flag != train for _, flag in flags):
             model.train(train)
@@ -259,11 +314,10 @@ def preserved(model: nn.Module, tree: ModuleTree, train: bool) -> Iterator[list[
         if changed:
             notes.append(f"the forward pass set or changed module attribute(s) {', '.join(changed[:4])}"
                          f"{' …' if len(changed) > 4 else ''}; restored")
-        with torch.no_grad():
-            for name, buf, copy in saved:  # kernels such as batch_norm write without a version bump
-                if not torch.equal(buf, copy):
-                    buf.copy_(copy)
-                    notes.append(f"the forward pass changed buffer {name!r}; it was restored")
+        if _restore_hooks(hooks):
+            notes.append("the forward pass installed or removed module hooks; they are as found again")
+        for name in _unswap_buffers(tree, swapped):
+            notes.append(f"the forward pass changed buffer {name!r} (a copy: the model's own is untouched)")
 
 
 def _to_meta_if_needed(params: list[Tensor], inp: Inputs, notes: list[str]) -> Inputs:

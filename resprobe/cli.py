@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +38,58 @@ __all__ = ["main"]
 DEFAULT_SOURCE = "resprobe.examples:digits_resnet"
 
 
+class _TimeUp(BaseException):
+    """Raised by ``--timeout``; a BaseException so that no ``except Exception`` swallows it."""
+
+
+class _Deadline:
+    """``--timeout``: SIGALRM raises ``_TimeUp`` in the main thread when the time is up; a
+    forward pass stuck inside one native call is ended by a watchdog a little later."""
+
+    GRACE = 30.0
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self.watchdog: threading.Timer | None = None
+        self.previous: Any = None
+
+    def option(self, ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+        if value is not None and threading.current_thread() is threading.main_thread():
+            self.start(value)
+
+    def start(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.previous = signal.signal(signal.SIGALRM, self._expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        self.watchdog = threading.Timer(seconds + self.GRACE, self._abandon)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def stop(self) -> None:
+        if self.seconds is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.seconds = self.watchdog = None
+
+    def _message(self) -> str:
+        return (f"stopped after --timeout {self.seconds:g} s: loading or analysing the model did not "
+                "finish in time (a forward pass that never returns?); raise --timeout or check the model")
+
+    def _expired(self, _signum: int, _frame: Any) -> None:
+        raise _TimeUp(self._message())
+
+    def _abandon(self) -> None:
+        sys.stderr.write(f"error: {self._message()}\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+
+_deadline = _Deadline()
+
+
 class _Group(click.Group):
     """Runs a command and maps errors to exit codes: 2 bad input, 1 analysis failed."""
 
@@ -43,10 +98,17 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ResprobeError as err:
             self._fail(ctx, str(err), err.exit_code)
+        except _TimeUp as err:
+            self._fail(ctx, str(err), 2)
+        except click.UsageError as err:
+            where = f"resprobe {err.ctx.info_name}" if err.ctx and err.ctx.parent else "resprobe"
+            self._fail(ctx, f"{err.format_message().rstrip('.')}; see '{where} --help'", 2)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as err:  # noqa: BLE001 - the CLI must never end in a bare traceback
             self._fail(ctx, f"internal error: {type(err).__name__}: {err}", 1)
+        finally:
+            _deadline.stop()
 
     @staticmethod
     def _fail(ctx: click.Context, message: str, code: int) -> None:
@@ -68,9 +130,10 @@ def main(ctx: click.Context, debug: bool, disabled: tuple[str, ...]) -> None:
     """Find every residual block in a PyTorch model and measure it as a refinement step.
 
     SOURCE is a zoo model (torchvision:resnet50, timm:convnext_tiny, hf:DIR), a model file
-    (state_dict, checkpoint or safetensors with --arch; pickled module with --trust;
-    ExportedProgram or traced TorchScript, read without running them), or
-    package.module:callable. Without SOURCE, a bundled example
+    (state_dict, checkpoint or safetensors with --arch; ExportedProgram, read from its JSON
+    graph without running or unpickling anything; pickled module or traced TorchScript only
+    with --trust, since loading them runs code from the file), or package.module:callable
+    (imports and runs that module). Without SOURCE, a bundled example
     (a small residual network trained on scikit-learn's digits) is used.
     """
     ctx.obj = {"debug": debug, "disabled": disabled}
@@ -90,7 +153,8 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("source", required=False, default=DEFAULT_SOURCE),
         click.option("--arch", metavar="SOURCE", help="Architecture for a state_dict file: any SOURCE form."),
         click.option("--trust", is_flag=True,
-                     help="Allow unpickling a whole pickled model; this runs code from the file."),
+                     help="Allow loading files that run code from themselves: pickled models and "
+                          "TorchScript archives."),
         click.option("--input-shape", "shapes", multiple=True, metavar="SHAPE",
                      help="Random example input, e.g. 1x3x224x224 or 1x16:int64; repeat for "
                           "several positional inputs."),
@@ -98,7 +162,12 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Example inputs saved with torch.save: a tensor, tuple or dict."),
         click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
                      help="Where to run the model (auto: the first GPU when there is one)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                     help="Seed for random inputs."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                     expose_value=False, is_eager=False, callback=_deadline.option,
+                     help="Stop with an error when loading and analysing take longer than this "
+                          "(default: no limit)."),
         click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
     ]
     for option in reversed(options):
@@ -229,6 +298,9 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
     (default: the bundled example).
     """
+    from .report import check_output_dir
+
+    check_output_dir(out, _registry(ctx))  # before the long analysis, not after it
     session = _Session(ctx, quiet)
     loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
     batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
@@ -242,6 +314,7 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     with session.progress(batches.batches, "measuring") as progress:
         report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,
                               objective=_objective(objective), settings=settings, progress=progress)
+    _deadline.stop()  # the report is written whole, never cut short
     written = report.save(out, formats, plugins=_registry(ctx))
     click.echo(summary(report))
     for path in written:

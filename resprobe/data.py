@@ -4,6 +4,7 @@ folder, a text file tokenized with the model's own tokenizer), cut into batches.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._memory import ensure_fits
 from .errors import InputsError
 from .inputs import Inputs
 
@@ -59,7 +61,7 @@ def load_data(path: str, like: Inputs, *, tokenizer: Any = None, batch_size: int
         raise InputsError(f"--batch-size must be at least 1, got {batch_size}")
     p = Path(path)
     if p.is_dir():
-        inputs, targets, what = _images(p, like)
+        inputs, targets, what = _images(p, like, max_samples)
         kind = "images"
     elif p.suffix.lower() == ".txt":
         inputs, targets, what = _text(p, like, tokenizer)
@@ -133,7 +135,7 @@ def _tensors(p: Path, like: Inputs) -> tuple[Inputs, Any, str]:
     return inputs, targets, what
 
 
-def _images(p: Path, like: Inputs) -> tuple[Inputs, Any, str]:
+def _images(p: Path, like: Inputs, limit: int | None = None) -> tuple[Inputs, Any, str]:
     try:
         from PIL import Image
     except ImportError:
@@ -147,17 +149,33 @@ def _images(p: Path, like: Inputs) -> tuple[Inputs, Any, str]:
         raise InputsError(f"--data {p}: the folder holds no images ({', '.join(_IMAGES)})")
     channels, height, width = template.shape[1:]
     classes = sorted({f.parent.name for f in files}) if all(f.parent != p for f in files) else []
-    images = []
-    for f in files:
-        with Image.open(f) as im:
-            im = im.convert("L" if channels == 1 else "RGB").resize((width, height))
-            t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-            images.append(t.reshape(height, width, -1).permute(2, 0, 1).float() / 255)
+    files = files[:limit] if limit is not None else files  # read only what will be used
+    ensure_fits(4 * len(files) * channels * height * width, f"--data {p} ({len(files)} images)",
+                "pass --max-samples, or a smaller folder")
+    images = [_image(Image, f, channels, height, width) for f in files]
     batch = torch.stack(images).to(template.dtype)
     targets = torch.tensor([classes.index(f.parent.name) for f in files]) if classes else None
     what = f"{len(files)} images resized to {height}x{width}, scaled to [0, 1]" + (
         f", {len(classes)} classes from sub-folders" if classes else "")
     return Inputs((batch,)), targets, what
+
+
+def _image(image: Any, f: Path, channels: int, height: int, width: int) -> Tensor:
+    """One image file as a (channels, height, width) tensor in [0, 1]; a file that is not an
+    image, or one that would decompress to more pixels than Pillow allows, is bad input."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", image.DecompressionBombWarning)
+            with image.open(f) as im:
+                im = im.convert("L" if channels == 1 else "RGB").resize((width, height))
+    except (image.DecompressionBombError, image.DecompressionBombWarning) as err:
+        raise InputsError(f"--data {f}: refused, the image is too large to decode safely ({err}); "
+                          "remove it or shrink it") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise InputsError(f"--data {f} is not a readable image ({type(err).__name__}); remove it from "
+                          "the folder") from None
+    t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    return t.reshape(height, width, -1).permute(2, 0, 1).float() / 255
 
 
 def _text(p: Path, like: Inputs, tokenizer: Any) -> tuple[Inputs, Any, str]:

@@ -1,15 +1,21 @@
 """Built-in exporters (registered as entry points like any plugin): ``json`` (report.json),
 ``html`` (report.html, self-contained), ``md`` (report.md with SVG images) and ``svg`` (the
-refinement diagram: report.svg and report.dot)."""
+refinement diagram: report.svg and report.dot).
+
+An exporter may list in ``writes`` the paths it writes inside the report folder (``*``
+patterns allowed): ``Report.save`` replaces a folder that holds only such files, and refuses
+one that holds anything else."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from .errors import UsageError
 from .report import Report
 
 __all__ = [
+    "BUILTIN",
     "HtmlExporter",
     "JsonExporter",
     "MarkdownExporter",
@@ -27,10 +33,16 @@ class JsonExporter:
     name = "json"
     requires: tuple[str, ...] = ()
     install = ""
+    writes: tuple[str, ...] = ("report.json",)
 
     def write(self, report: Report, directory: Path) -> Path:
+        try:  # strict JSON: NaN and inf are not JSON (resprobe.analyze writes them as null)
+            text = json.dumps(report.to_dict(), indent=2, allow_nan=False)
+        except ValueError:
+            raise UsageError("cannot write report.json: the report holds NaN or inf, which JSON "
+                                "cannot represent; replace them with None (resprobe.analyze does)") from None
         path = Path(directory) / "report.json"
-        path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        path.write_text(text + "\n", encoding="utf-8")
         return path
 
 
@@ -43,6 +55,7 @@ class HtmlExporter:
     name = "html"
     requires: tuple[str, ...] = ()
     install = ""
+    writes: tuple[str, ...] = ("report.html",)
 
     def write(self, report: Report, directory: Path) -> Path:
         from .render.html import report_html
@@ -58,6 +71,7 @@ class MarkdownExporter:
     name = "md"
     requires: tuple[str, ...] = ()
     install = ""
+    writes: tuple[str, ...] = ("report.md", "report.svg", "report.dot", "report-charts/*.svg")
 
     def write(self, report: Report, directory: Path) -> Path:
         from .render.markdown import write_markdown
@@ -71,6 +85,7 @@ class SvgExporter:
     name = "svg"
     requires: tuple[str, ...] = ()
     install = ""
+    writes: tuple[str, ...] = ("report.svg", "report.dot")
 
     def write(self, report: Report, directory: Path) -> Path:
         from .render.html import diagram
@@ -87,3 +102,4 @@ class SvgExporter:
 html_exporter = HtmlExporter()
 markdown_exporter = MarkdownExporter()
 svg_exporter = SvgExporter()
+BUILTIN = (json_exporter, html_exporter, markdown_exporter, svg_exporter)

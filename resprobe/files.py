@@ -78,7 +78,7 @@ def load_file(source: str, *, arch: str | None = None, trust: bool = False, plug
     if kind == "torchscript":
         from ._torchscript import load_torchscript
 
-        return load_torchscript(path)
+        return load_torchscript(path, trust=trust)
     return _torch_file(source, path, arch, trust, plugins)
 
 
@@ -182,10 +182,22 @@ def _state_dict(source: str, state: dict[str, Tensor], arch: str | None, what: s
 
     if Path(arch).resolve() == Path(source).resolve():
         raise SourceError(f"--arch must name the architecture, not {source} itself")
+    _check_arch_file(arch)
     target = load(arch, plugins=plugins)
     notes = _fit(source, state, target.model, arch)
     return Loaded(target.model, target.inputs, "unknown",
                   f"{what} {source} loaded into {arch}", notes=target.notes + notes)
+
+
+def _check_arch_file(arch: str) -> None:
+    """A graph file cannot take a state_dict: refuse it before anything in it is loaded."""
+    kind = sniff(Path(arch)) if Path(arch).is_file() else None
+    what = {"exported": "an ExportedProgram", "torchscript": "a TorchScript archive"}.get(kind or "")
+    if what:
+        raise SourceError(
+            f"--arch {arch} is {what}: it is read as a graph only and cannot take a state_dict; "
+            "pass a Python source as --arch (package.module:callable or torchvision:NAME)"
+        )
 
 
 def _fit(source: str, state: dict[str, Tensor], model: nn.Module, arch: str) -> tuple[str, ...]:

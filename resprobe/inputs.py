@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ._memory import ensure_fits
 from .errors import InputsError
 
 __all__ = ["Inputs", "infer_inputs", "load_inputs", "parse_shape"]
@@ -74,6 +76,8 @@ class Inputs:
 
 def parse_shape(text: str) -> torch.Tensor:
     """Build a random example tensor from ``'1x3x32x32'`` or ``'1x16:int64'``."""
+    if len(text) > 200:
+        raise InputsError(f"bad input shape {text[:40]!r}…: too long; write it like 1x3x224x224")
     spec, _, dtype_name = text.partition(":")
     try:
         shape = tuple(int(p) for p in spec.lower().split("x"))
@@ -85,6 +89,8 @@ def parse_shape(text: str) -> torch.Tensor:
     if dtype is None:
         known = ", ".join(sorted(_DTYPES))
         raise InputsError(f"unknown dtype {dtype_name!r} in {text!r}; use one of {known}")
+    ensure_fits(math.prod(shape) * dtype.itemsize, f"an input of shape {spec}",
+                "pass a smaller --input-shape")
     if dtype.is_floating_point:
         return torch.randn(shape, dtype=dtype)
     if dtype == torch.bool:

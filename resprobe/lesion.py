@@ -175,17 +175,23 @@ def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
         parts = []
         if out.shape[0] == len(chunk) * size:
             parts = [out[r * size:(r + 1) * size] for r in range(len(chunk))]
-        if start == 0 and parts:  # check once that the copies of the batch do not interact
-            alone = one(chunk[0][1])
-            scale = float(alone.abs().max().clamp_min(1))
-            if not torch.allclose(parts[0], alone, rtol=1e-4, atol=1e-5 * scale):
-                parts = []
+        if start == 0 and parts and not _same(parts[0], one(chunk[0][1])):
+            parts = []  # checked once: the copies of the batch interact
         if not parts:  # not batch-first, or the samples interact: one lesion per pass
             per_pass = 1
             continue
         for (key, _), part in zip(chunk, parts):
             yield key, part
         start += len(chunk)
+
+
+def _same(batched: Tensor, alone: Tensor) -> bool:
+    """Whether a batched lesion pass matches a lone one; NaN and inf (a model with non-finite
+    weights) must sit at the same places, the finite values agree within tolerance."""
+    finite = alone[torch.isfinite(alone)]
+    scale = float(finite.abs().max().clamp_min(1)) if finite.numel() else 1.0
+    return batched.shape == alone.shape and torch.allclose(batched, alone, rtol=1e-4, atol=1e-5 * scale,
+                                                           equal_nan=True)
 
 
 def _stackable(inp: Any, size: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -39,13 +40,17 @@ class Loaded:
 def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:
     """Build the model named by ``source``.
 
+    ``trust`` allows what runs code stored in a file or folder: unpickling a whole model, loading
+    a TorchScript archive, a Hugging Face folder's own Python code.
+
     - ``ADAPTER:NAME`` for an installed adapter plugin: ``torchvision:resnet50``,
       ``timm:convnext_tiny``, ``hf:PATH`` (see ``resprobe plugins``);
     - a file path: a state_dict or checkpoint (with ``arch``, a source for the architecture),
       a TorchScript archive or an ExportedProgram (read from its graph, never run),
       safetensors, or a pickled module (only with ``trust=True``: unpickling runs code);
     - ``package.module:callable``: a function that returns an ``nn.Module``, a tuple
-      ``(nn.Module, example_inputs)`` or a ``Loaded``. The current directory is importable.
+      ``(nn.Module, example_inputs)`` or a ``Loaded``. Importing the module runs its code; the
+      current folder is searched after the installed packages.
 
     ``plugins`` is a ``resprobe.plugins.Registry`` (default: every installed plugin).
     """
@@ -58,7 +63,7 @@ def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: 
     if sep and prefix not in adapters and any(p.name == prefix for p in reg.infos):
         reg.get("adapter", prefix)  # disabled or missing a dependency: say which
     if sep and prefix in adapters:
-        built = adapters[prefix].build(rest)
+        built = _build(adapters[prefix], rest, trust)
         if not isinstance(built, Loaded):
             raise SourceError(f"adapter plugin {prefix!r} returned {type(built).__name__}, not a "
                               "resprobe.Loaded; the plugin is broken")
@@ -66,6 +71,16 @@ def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: 
     if not sep or os.path.exists(source):
         return replace(load_file(source, arch=arch, trust=trust, plugins=reg), source=source)
     return replace(_from_callable(source, prefix, rest, sorted(adapters)), source=source)
+
+
+def _build(adapter: Any, name: str, trust: bool) -> Any:
+    """``adapter.build(name, trust=trust)``; adapters written before ``trust`` existed get ``name``
+    only (and may not load anything that runs code)."""
+    try:
+        accepts = "trust" in inspect.signature(adapter.build).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return adapter.build(name, trust=trust) if accepts else adapter.build(name)
 
 
 def _from_callable(source: str, module_name: str, attr: str, adapters: list[str]) -> Loaded:
@@ -89,18 +104,16 @@ def _from_callable(source: str, module_name: str, attr: str, adapters: list[str]
 
 
 def resolve_callable(spec: str, what: str) -> Any:
-    """The callable named by ``package.module:callable`` (the current directory is importable)."""
+    """The callable named by ``package.module:callable`` (importing runs the module's code; the
+    current folder is searched after the installed packages)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr or not all(
             part.isidentifier() for part in module_name.split(".") + attr.split(".")):
         raise UsageError(f"cannot read {what} {spec!r}; write it as package.module:callable")
-    sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = import_user_module(module_name)
     except ImportError as err:
         raise UsageError(f"{what} {spec}: cannot import {module_name!r} ({err})") from err
-    finally:
-        sys.path.pop(0)
     for part in attr.split("."):
         obj = getattr(obj, part, None)
     if not callable(obj):
@@ -108,17 +121,28 @@ def resolve_callable(spec: str, what: str) -> Any:
     return obj
 
 
-def _resolve(module_name: str, attr: str, adapters: list[str]) -> Any:
-    sys.path.insert(0, os.getcwd())
+def import_user_module(module_name: str) -> Any:
+    """Import ``module_name`` (this runs its code) with the current folder searched *after*
+    every installed package, so a stray ``PIL.py`` or ``networkx.py`` there never shadows one."""
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(here)
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
+def _resolve(module_name: str, attr: str, adapters: list[str]) -> Any:
+    try:
+        module = import_user_module(module_name)
     except ImportError as err:
         known = f"; installed adapters: {', '.join(adapters)}" if adapters else ""
         hint = (f"{module_name!r} is neither an installed adapter nor an importable module{known}"
                 if "." not in module_name else f"cannot import {module_name!r} ({err})")
         raise SourceError(f"{hint}; check the name, or install the package that provides it") from err
-    finally:
-        sys.path.pop(0)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

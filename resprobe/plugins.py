@@ -29,9 +29,10 @@ class _Plugin(Protocol):
 
 @runtime_checkable
 class Adapter(_Plugin, Protocol):
-    """Builds models from a zoo: ``resprobe analyze NAME:MODEL`` calls ``build(MODEL)``, which
-    returns a ``resprobe.Loaded`` (model, example inputs, weights provenance). Import the zoo
-    inside ``build``."""
+    """Builds models from a zoo: ``resprobe analyze NAME:MODEL`` calls ``build(MODEL, trust=...)``
+    (or ``build(MODEL)`` when ``build`` takes no ``trust``), which returns a ``resprobe.Loaded``
+    (model, example inputs, weights provenance). Import the zoo inside ``build``; run nothing
+    from a user's file or folder unless ``trust`` is true."""
 
     def build(self, name: str) -> Any: ...
 

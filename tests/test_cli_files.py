@@ -62,7 +62,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ("ckpt", ["--arch", "timm:resnet18"], 8),
     ("safe", ["--arch", "torchvision:resnet18", "--input-shape", "1x3x32x32"], 8),
     ("pickled", ["--trust"], 8),
-    ("script", ["--input-shape", "1x3x32x32"], 8),
+    ("script", ["--trust", "--input-shape", "1x3x32x32"], 8),
     ("exported", [], 8),
     ("hf", [], 4),
 ])

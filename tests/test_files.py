@@ -88,7 +88,7 @@ def test_a_pickled_module_with_trust(saved: dict[str, Path]) -> None:
 
 
 def test_a_torchscript_archive_is_read_without_running_it(saved: dict[str, Path], tmp_path: Path) -> None:
-    loaded = load(str(saved["script"]))
+    loaded = load(str(saved["script"]), trust=True)
     assert loaded.graph is not None and loaded.inputs is None
     found = find_blocks(loaded.graph)
     assert [b.name for b in found][:3] == ["layer1.0", "layer1.1", "layer2.0"]
@@ -101,7 +101,7 @@ def test_a_torchscript_archive_is_read_without_running_it(saved: dict[str, Path]
 
     torch.jit.save(torch.jit.script(Branchy()), tmp_path / "branchy.pt")
     with pytest.raises(SourceError, match="has control flow"):
-        load(str(tmp_path / "branchy.pt"))
+        load(str(tmp_path / "branchy.pt"), trust=True)
 
 
 def test_an_exported_program_is_read_without_running_it(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "params": {n: (p.detach().clone(), p.requires_grad, p._version, p.data_ptr())
                    for n, p in model.named_parameters()},
         "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        "buffers": {n: (b.clone(), b._version, b.data_ptr(), id(b)) for n, b in model.named_buffers()},
         "training": [m.training for m in model.modules()],
-        "hooks": [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks),
-                   dict(m._backward_pre_hooks)) for m in model.modules()],
+        "hooks": [[(k, dict(v)) for k, v in sorted(m.__dict__.items()) if "hook" in k and isinstance(v, dict)]
+                  + [m.__dict__.get("_is_full_backward_hook")] for m in model.modules()],
+        "parametrized": [sorted(getattr(m, "parametrizations", {})) for m in model.modules()],
         "attributes": [sorted(m.__dict__) for m in model.modules()],
         "tensor_hooks": [p._backward_hooks for p in model.parameters()],
         "rng": torch.get_rng_state(),
@@ -39,9 +40,10 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     for name, g in before["grads"].items():
         g2 = after["grads"][name]
         assert (g is None and g2 is None) or (g is not None and g2 is not None and torch.equal(g, g2)), name
-    for name, b in before["buffers"].items():
-        assert torch.equal(b, after["buffers"][name]), name
-    for key in ("training", "hooks", "attributes", "tensor_hooks"):
+    for name, (b, version, ptr, ident) in before["buffers"].items():
+        b2, version2, ptr2, ident2 = after["buffers"][name]
+        assert torch.equal(b, b2) and version == version2 and ptr == ptr2 and ident == ident2, name
+    for key in ("training", "hooks", "attributes", "tensor_hooks", "parametrized"):
         assert before[key] == after[key], key
     assert torch.equal(before["rng"], after["rng"])
 
@@ -92,8 +94,59 @@ def _resnet18() -> tuple[nn.Module, resprobe.Inputs, bool]:
     return model, resprobe.Inputs((torch.randn(2, 3, 64, 64),)), True
 
 
-@pytest.mark.parametrize("make", [_digits_in_train_mode, _transformer_with_state, _inplace, _resnet18],
-                         ids=["digits-train", "transformer-state", "inplace", "resnet18-train"])
+class _Cube(torch.autograd.Function):
+    """A custom autograd function inside a branch."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return 3 * x ** 2 * grad
+
+
+class NormedResidual(nn.Module):
+    """Residual blocks whose weights are computed (parametrized spectral and weight norm, the
+    old hook-based spectral norm), with batch norm, a custom autograd function, and every kind
+    of hook a user can register."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        P = nn.utils.parametrizations
+        self.a = P.spectral_norm(nn.Linear(D, D))
+        self.b = P.weight_norm(nn.Linear(D, D))
+        self.c = nn.utils.spectral_norm(nn.Linear(D, D))
+        self.bn = nn.BatchNorm1d(D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.a(torch.tanh(x))
+        x = x + self.bn(self.b(x))
+        return x + _Cube.apply(torch.tanh(self.c(x)))
+
+
+def _normed() -> tuple[nn.Module, resprobe.Inputs, bool]:
+    torch.manual_seed(0)
+    model = NormedResidual().train()
+    noop = lambda *a, **k: None  # noqa: E731
+    model.a.register_forward_pre_hook(noop)
+    model.a.register_forward_pre_hook(noop, with_kwargs=True)
+    model.b.register_forward_hook(noop, with_kwargs=True, always_call=True)
+    model.bn.register_full_backward_hook(noop)
+    model.bn.register_full_backward_pre_hook(noop)
+    model.register_state_dict_pre_hook(noop)
+    model._register_state_dict_hook(noop)
+    model.register_load_state_dict_post_hook(noop)
+    model.register_load_state_dict_pre_hook(noop)
+    model.c.weight_orig.register_hook(lambda g: g)
+    return model, resprobe.Inputs((torch.randn(4, D),)), True
+
+
+@pytest.mark.parametrize("make", [_digits_in_train_mode, _transformer_with_state, _inplace, _resnet18,
+                                  _normed],
+                         ids=["digits-train", "transformer-state", "inplace", "resnet18-train", "normed"])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_model_is_bit_identical_after_every_probe(
         make: Callable[[], tuple[nn.Module, resprobe.Inputs, bool]], train: bool) -> None:
@@ -107,3 +160,45 @@ def test_model_is_bit_identical_after_every_probe(
     assert gradients is not None and gradients.summary["measured"] > 0
     if train:
         assert report.model and report.result("refinement") is not None
+
+
+@pytest.mark.parametrize("make", [_digits_in_train_mode, _normed, _resnet18],
+                         ids=["digits-train", "normed", "resnet18-train"])
+def test_a_graph_built_before_the_call_still_runs_backward(
+        make: Callable[[], tuple[nn.Module, resprobe.Inputs, bool]]) -> None:
+    """Buffers the user's own graph saved (batch-norm statistics, spectral-norm vectors) keep
+    their version counters, so ``backward()`` on a graph built before the call still works."""
+    model, inputs, _ = make()
+    loss = model(*inputs.args).square().mean()
+    resprobe.analyze(resprobe.Loaded(model, inputs), probes=PROBES,
+                     settings=resprobe.Settings(train=True, exact=True))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("first", ["forward", "analyze"])
+def test_transformers_output_capturing_hooks_are_left_as_found(first: str) -> None:
+    """transformers installs output-capturing hooks on the first forward pass; an analysis in
+    between must leave them (and the flag that says so) exactly as found."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.MistralConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                        num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+                                        output_hidden_states=True)
+    torch.manual_seed(0)
+    model = transformers.MistralModel(config).eval()
+    ids = torch.randint(0, 100, (1, 8))
+    inputs = resprobe.Inputs((), {"input_ids": ids})
+    if first == "forward":
+        with torch.no_grad():
+            reference = model(input_ids=ids)
+    before = snapshot(model)
+    resprobe.analyze(resprobe.Loaded(model, inputs), probes=PROBES)
+    assert_same(before, snapshot(model))
+    with torch.no_grad():
+        out = model(input_ids=ids)
+    if first == "analyze":
+        with torch.no_grad():
+            reference = model(input_ids=ids)
+    assert len(out.hidden_states) == len(reference.hidden_states) == 3
+    assert torch.equal(out.last_hidden_state, reference.last_hidden_state)

@@ -3,6 +3,9 @@ config.json (weights optional: random initialisation when there are none)."""
 
 from __future__ import annotations
 
+import json
+import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ class HFAdapter:
     requires = ("transformers",)
     install = "pip install transformers"
 
-    def build(self, name: str) -> resprobe.Loaded:
+    def build(self, name: str, *, trust: bool = False) -> resprobe.Loaded:
         import transformers
 
         path = Path(name).expanduser()
@@ -32,30 +35,93 @@ class HFAdapter:
             raise resprobe.SourceError(
                 f"hf:{name} needs a local directory holding config.json; "
                 f"{'it has none' if path.is_dir() else 'no such directory'} (models are never downloaded)")
+        if not trust:
+            _refuse_custom_code(name, path)
         try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True,
+                                                             trust_remote_code=trust)
         except Exception as err:
-            raise resprobe.SourceError(f"hf:{name}: config.json could not be read ({err})") from err
+            raise resprobe.SourceError(f"hf:{name}: config.json could not be read ({_line(err)})") from err
         files = [f for f in _WEIGHTS if (path / f).exists()]
+        _check_size(name, transformers, config, trust)
         if files:
-            model = transformers.AutoModel.from_pretrained(path, local_files_only=True)
+            _refuse_pickles(name, path)
+            try:
+                model = transformers.AutoModel.from_pretrained(path, local_files_only=True,
+                                                               trust_remote_code=trust)
+            except Exception as err:
+                raise resprobe.SourceError(
+                    f"hf:{name}: the weights could not be loaded ({_line(err)})") from err
             weights, how = "unknown", f"weights from {files[0]}"
         else:
-            model = transformers.AutoModel.from_config(config)
+            model = transformers.AutoModel.from_config(config, trust_remote_code=trust)
             weights, how = "random", "random weights (the directory holds none)"
         model.eval()
         return resprobe.Loaded(model, resprobe.Inputs((), _inputs(model, config)), weights,
                                f"transformers {type(model).__name__} from {path}, {how}",
                                inputs_description="random inputs made by the adapter from the config",
-                               tokenizer=_tokenizer(transformers, path))
+                               tokenizer=_tokenizer(transformers, path, trust))
 
 
-def _tokenizer(transformers: Any, path: Path) -> Any:
+def _line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(err).__name__
+
+
+def _refuse_custom_code(name: str, path: Path) -> None:
+    """Without --trust, a folder whose configs name Python code of its own is not loaded."""
+    for file in ("config.json", "tokenizer_config.json", "processor_config.json",
+                 "preprocessor_config.json"):
+        try:
+            data = json.loads((path / file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise resprobe.SourceError(f"hf:{name}: {file} is not valid JSON ({_line(err)}); fix or "
+                                       "remove it") from err
+        auto = data.get("auto_map") if isinstance(data, dict) else None
+        if auto:
+            first = next(iter(auto.values())) if isinstance(auto, dict) else auto
+            raise resprobe.SourceError(
+                f"hf:{name}: {file} names Python code of its own (auto_map: {str(first)[:80]}); loading "
+                "it would run code from the folder, so it was not loaded; pass --trust if you trust it")
+
+
+def _refuse_pickles(name: str, path: Path) -> None:
+    """``*.bin`` weights must load without unpickling code (torch's weights-only reader)."""
+    for f in sorted(path.glob("*.bin")):
+        try:
+            torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:
+            raise resprobe.SourceError(
+                f"hf:{name}: {f.name} holds pickled Python objects, not plain tensors; unpickling "
+                "it runs code from the file, so it was not loaded; save the weights as safetensors "
+                "(model.save_pretrained) and try again") from None
+        except Exception as err:
+            raise resprobe.SourceError(f"hf:{name}: {f.name} is truncated or corrupt ({_line(err)}); "
+                                       "save it again") from err
+
+
+def _check_size(name: str, transformers: Any, config: Any, trust: bool) -> None:
+    """Count the parameters on the meta device before allocating any of them."""
+    try:
+        with torch.device("meta"):
+            shell = transformers.AutoModel.from_config(config, trust_remote_code=trust)
+    except Exception as err:
+        raise resprobe.SourceError(f"hf:{name}: transformers cannot build this config "
+                                   f"({_line(err)})") from err
+    nbytes = sum(p.numel() * p.element_size() for p in shell.parameters())
+    resprobe.ensure_fits(nbytes, f"hf:{name} ({type(shell).__name__})",
+                         "use a smaller config, or capture its structure on the meta device from Python")
+
+
+def _tokenizer(transformers: Any, path: Path, trust: bool) -> Any:
     """The folder's own tokenizer, or None when it holds no tokenizer files."""
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         return None
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                          trust_remote_code=trust)
     except Exception:  # noqa: BLE001 - a folder without a usable tokenizer simply has none
         return None
 
@@ -75,16 +141,22 @@ def _inputs(model: Any, config: Any) -> dict[str, torch.Tensor]:
     if main == "pixel_values" or getattr(config, "vision_config", None) is not None:
         size = getattr(vision, "image_size", 224)
         size = size if isinstance(size, int) else int(size[0])
-        out["pixel_values"] = torch.randn(1, getattr(vision, "num_channels", 3), size, size, generator=gen)
+        out["pixel_values"] = _randn((1, getattr(vision, "num_channels", 3), size, size), gen)
     if main == "input_features":
         frames = 2 * int(getattr(config, "max_source_positions", 1500))
         mels = int(getattr(config, "num_mel_bins", 80))
-        out["input_features"] = torch.randn(1, mels, frames, generator=gen)
+        out["input_features"] = _randn((1, mels, frames), gen)
         if getattr(config, "is_encoder_decoder", False):
             out["decoder_input_ids"] = torch.zeros(1, 4, dtype=torch.long)
     if main == "input_values":
         out["input_values"] = torch.randn(1, 16000, generator=gen)
     return out
+
+
+def _randn(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    resprobe.ensure_fits(4 * math.prod(shape), f"an example input of shape {'x'.join(map(str, shape))}",
+                         "check the sizes in config.json")
+    return torch.randn(shape, generator=gen)
 
 
 adapter = HFAdapter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 from ..report import Report
@@ -9,20 +11,28 @@ from .html import _facts, _not_measured, charts, diagram, rows
 
 __all__ = ["write_markdown"]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# What Markdown (and Python-Markdown's tables, attr_list) acts on inside a line: code, emphasis,
+# links and images, attribute lists, closing # of a heading, table cells. ``<`` and ``&`` become
+# entities (no raw HTML, no autolinks).
+_ACTIVE = re.compile(r"([\\`*_{}\[\]()#!|])")
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+def _escape(text: object) -> str:
+    """``text`` (from the model: names, notes, paths) as literal Markdown on one line."""
+    plain = html.escape(_CONTROL.sub(" ", str(text)), quote=False)
+    return _ACTIVE.sub(r"\\\1", plain)
 
 
 def write_markdown(report: Report, directory: Path, stem: str = "report") -> Path:
     """Write ``<stem>.md``, ``<stem>.svg`` (or ``<stem>.dot`` when it cannot be laid out) and
     ``<stem>-charts/*.svg`` into ``directory``; returns the Markdown file."""
     directory = Path(directory)
-    lines = [f"# resprobe report: {report.model.get('class')}", ""]
-    lines += [f"- **{k}**: {_escape(v)}" for k, v in _facts(report)]
+    lines = [f"# resprobe report: {_escape(report.model.get('class'))}", ""]
+    lines += [f"- **{_escape(k)}**: {_escape(v)}" for k, v in _facts(report)]
     missing = _not_measured(report)
     if missing:
-        lines += ["", f"Not measured: {', '.join(missing)}."]
+        lines += ["", f"Not measured: {_escape(', '.join(missing))}."]
     svg, dot, note = diagram(report)
     lines += ["", "## Residual streams", ""]
     if svg is not None:
@@ -30,9 +40,11 @@ def write_markdown(report: Report, directory: Path, stem: str = "report") -> Pat
         lines.append(f"![refinement view]({stem}.svg)")
     else:
         (directory / f"{stem}.dot").write_text(dot, encoding="utf-8")
-        lines.append(f"The diagram could not be laid out ({note}); its source is [{stem}.dot]({stem}.dot).")
+        lines.append(f"The diagram could not be laid out ({_escape(note)}); its source is "
+                     f"[{stem}.dot]({stem}.dot).")
     headers, body = rows(report)
-    lines += ["", "## Blocks", "", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["", "## Blocks", "", "| " + " | ".join(_escape(h) for h in headers) + " |",
+              "|" + " --- |" * len(headers)]
     lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in body]
     made = charts(report)
     if made:

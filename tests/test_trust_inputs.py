@@ -1,0 +1,193 @@
+"""The trust boundary for folders and names, and bad input that must end in one line (exit 2):
+nothing runs without --trust, nothing is written outside -o, nothing huge is allocated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from resprobe.cli import main
+
+CONSOLE = Path(sys.executable).parent / "resprobe"
+
+
+def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [*args, "-q"], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def refused(code: int, out: str, err: str, message: str) -> bool:
+    return code == 2 and out == "" and err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder; the test's hostile files go in it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _bert_config(**changes: object) -> dict[str, object]:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                     intermediate_size=64, vocab_size=50)
+    return {**config.to_dict(), **changes}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json"])
+def test_hf_folder_with_its_own_code_is_refused_without_trust(work: Path, where: str) -> None:
+    folder = work / "custom"
+    folder.mkdir()
+    payload = f"open({str(work / 'pwned')!r}, 'w').close()\nfrom transformers import BertModel as Evil\n"
+    (folder / "modeling_evil.py").write_text(payload)
+    auto = {"AutoModel": "modeling_evil.Evil", "AutoTokenizer": ["modeling_evil.Evil", None]}
+    config = _bert_config(**({"auto_map": auto} if where == "config.json" else {}))
+    (folder / "config.json").write_text(json.dumps(config))
+    if where == "tokenizer_config.json":
+        (folder / "tokenizer_config.json").write_text(json.dumps({"auto_map": auto}))
+        (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    before = listing(work)
+    code, out, err = run("analyze", "hf:custom", "-o", "r", stdin="y\ny\n")  # never asks
+    assert refused(code, out, err, "pass --trust"), err
+    assert "auto_map" in err and not (work / "pwned").exists() and listing(work) == before
+
+
+@pytest.mark.zoo
+def test_hf_pickled_weights_are_refused_in_one_line(work: Path) -> None:
+    folder = work / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(_bert_config()))
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(work / "pwned"), "w"))
+
+    torch.save({"embeddings.word_embeddings.weight": Evil()}, folder / "pytorch_model.bin")
+    before = listing(work)
+    for trust in ([], ["--trust"]):
+        code, out, err = run("blocks", "hf:pickled", *trust)
+        assert refused(code, out, err, "pytorch_model.bin holds pickled Python objects"), err
+    assert not (work / "pwned").exists() and listing(work) == before
+
+
+@pytest.mark.zoo
+def test_hf_config_too_big_for_memory_is_refused_before_allocating(work: Path) -> None:
+    folder = work / "huge"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(_bert_config(vocab_size=10**8, hidden_size=1024)))
+    start = time.perf_counter()
+    code, out, err = run("analyze", "hf:huge", "-o", "r")
+    assert refused(code, out, err, "would take 409.6 GB"), err
+    assert "use a smaller config" in err and time.perf_counter() - start < 60
+    assert not (work / "r").exists()
+
+
+@pytest.mark.zoo
+def test_the_current_folder_never_shadows_an_installed_package(work: Path) -> None:
+    """A PIL.py lying in the current folder must not run when the user names torchvision's
+    resnet18, an --arch or an --objective; the user's own module there still imports."""
+    pytest.importorskip("torchvision")
+    marker = work / "pwned"
+    for name in ("PIL", "networkx", "click"):
+        (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    (work / "mymodels.py").write_text(
+        "import torch, torchvision\n"
+        "def small():\n    return torchvision.models.resnet18(), torch.randn(1, 3, 32, 32)\n"
+        "def loss(output, inputs, targets):\n    return output.square().mean(1)\n")
+    torch.save(__import__("torchvision").models.resnet18().state_dict(), work / "w.pth")
+    commands = [
+        ["blocks", "torchvision.models:resnet18", "--input-shape", "1x3x32x32", "--no-verify"],
+        ["blocks", "w.pth", "--arch", "torchvision.models:resnet18", "--input-shape", "1x3x32x32",
+         "--no-verify"],
+        ["blocks", "mymodels:small", "--no-verify"],
+        ["analyze", "mymodels:small", "--objective", "mymodels:loss", "--probe", "gradients", "-o", "r"],
+    ]
+    for args in commands:
+        done = subprocess.run([str(CONSOLE), *args, "-q"], cwd=work, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert not marker.exists(), (args, marker.read_text())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--input-shape", "1x3x100000x100000"], "would take 120.0 GB"),
+    (["--input-shape", "1x3x" + "9" * 20 + "x1"], "pass a smaller --input-shape"),
+    (["--input-shape", "1x" + "9" * 5000], "too long"),
+    (["--seed", str(2**70)], "Invalid value for '--seed'"),
+    (["--timeout", "0"], "Invalid value for '--timeout'"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size'"),
+])
+def test_bad_numbers_are_one_line(work: Path, args: list[str], message: str) -> None:
+    code, out, err = run("analyze", *args, "-o", "r")
+    assert refused(code, out, err, message), err
+    assert listing(work) == []
+
+
+def _image_folder(work: Path, make: str) -> Path:
+    from PIL import Image
+
+    folder = work / "images" / "cats"
+    folder.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(folder / "good.png")
+    if make == "not-an-image":
+        (folder / "notes.png").write_text("this is text, not a picture")
+    elif make == "bomb":  # 100 M pixels in a few kilobytes: past Pillow's limit
+        Image.new("1", (10_000, 10_000)).save(folder / "bomb.png")
+    return work / "images"
+
+
+@pytest.mark.parametrize(("make", "message"), [("not-an-image", "is not a readable image"),
+                                                ("bomb", "too large to decode safely")])
+def test_bad_image_folders_are_one_line(work: Path, make: str, message: str) -> None:
+    pytest.importorskip("PIL")
+    folder = _image_folder(work, make)
+    before = listing(work)
+    code, out, err = run("analyze", "--data", str(folder), "-o", "r")
+    assert refused(code, out, err, message), err
+    assert listing(work) == before
+
+
+HANG = """
+import torch
+from torch import nn
+
+
+class Hang(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        while True:
+            x = x + self.fc(x) * 0
+
+
+def make():
+    return Hang(), torch.randn(1, 4)
+"""
+
+
+def test_timeout_stops_a_forward_pass_that_never_returns(work: Path) -> None:
+    (work / "hang.py").write_text(HANG)
+    start = time.perf_counter()
+    done = subprocess.run([str(CONSOLE), "analyze", "hang:make", "--timeout", "2", "-o", "r", "-q"],
+                          cwd=work, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "stopped after --timeout 2 s" in done.stderr and "Traceback" not in done.stderr
+    assert time.perf_counter() - start < 60 and not (work / "r").exists()
+
+
+def test_timeout_leaves_a_normal_analysis_alone(work: Path) -> None:
+    code, out, err = run("blocks", "--timeout", "600")
+    assert code == 0 and "residual block(s)" in out, err
