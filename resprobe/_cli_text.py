@@ -34,9 +34,25 @@ def summary(report: Report) -> str:
         line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
                  f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
     line += _depth_summary(report)
+    line += "".join(_other_summary(r) for r in report.results if r.probe not in _BUILTIN)
     notes = dict.fromkeys(n for r in report.results for n in r.notes)
     line += "".join(f"\nnote: {n}" for n in notes)
     return line
+
+
+_BUILTIN = ("verify", "refinement", "gradients", "depth", "lesion")
+
+
+def _other_summary(result: Any) -> str:
+    """One line for a probe the summary has no words of its own for (plugins included)."""
+    s = result.summary
+    if result.probe == "attribution" and s.get("measured") and result.blocks:
+        top = max(result.blocks.items(), key=lambda kv: abs(kv[1].get("share") or 0.0))
+        return (f"\nattribution ({s['method']}, {s['samples']} sample(s)): largest share "
+                f"{top[1]['share']:+.3g} ({top[0]}); convergence delta {s['convergence_delta']:.2g}")
+    scalars = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()
+               if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    return f"\n{result.probe}: {', '.join(scalars[:6]) or 'no summary numbers'}"
 
 
 def _depth_summary(report: Report) -> str:

@@ -70,13 +70,13 @@ class Sums:
     def add(self, key: Any, x: Tensor, weight: Tensor | None = None, squares: Tensor | None = None) -> None:
         """Add values ``x`` (``[n]`` or ``[K, n]``), optionally weighted (0 drops a value);
         ``squares`` is their sum of squares when known already."""
-        x = x.detach().float()
+        x = x.detach().double()  # float64 sums: the variance q/c - (s/c)^2 must not cancel
         x = x.reshape(1, -1) if x.dim() < 2 else x.reshape(x.shape[0], -1)
         if weight is None:
-            sq = (x.square().sum(1) if squares is None else squares.reshape(-1))
-            part = [x.sum(1, dtype=torch.float64), sq, float(x.shape[1])]
+            sq = (x.square().sum(1) if squares is None else squares.reshape(-1).double())
+            part = [x.sum(1), sq, float(x.shape[1])]
         else:
-            w = weight.float().reshape(x.shape)
+            w = weight.double().reshape(x.shape)
             x = torch.where(w > 0, x, torch.zeros_like(x))
             part = [(x * w).sum(1), (x.square() * w).sum(1), w.sum(1)]
         self.v.setdefault(key, []).append(part)

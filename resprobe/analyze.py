@@ -7,12 +7,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from torch import nn
+
 from ._recorder import gather_tensors
 from .blocks import find_blocks, streams
 from .capture import capture
 from .data import Data, example_data, load_data
 from .inputs import Inputs
-from .load import Loaded
+from .load import Loaded, as_loaded
 from .measure import Settings
 from .probes import ProbeContext
 from .report import ProbeResult, Report
@@ -22,13 +24,13 @@ __all__ = ["DEFAULT_PROBES", "analyze"]
 DEFAULT_PROBES = ("verify", "refinement", "gradients", "depth", "lesion")
 
 
-def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEFAULT_PROBES,
+def analyze(model: nn.Module | Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEFAULT_PROBES,
             plugins: Any = None, data: Data | str | None = None, objective: Any = None,
             settings: Settings | None = None,
             progress: Callable[[int, int], None] | None = None) -> Report:
-    """Analyse a loaded model (``resprobe.load(...)`` or ``resprobe.Loaded(model, inputs)``).
-
-    ``inputs`` overrides the inputs the source supplied. ``data`` is what the measurement
+    """Analyse a model: an ``nn.Module`` with its example ``inputs`` (a tensor, a tuple of
+    positional arguments, a dict of keyword arguments or ``Inputs``), or a loaded source
+    (``resprobe.load(...)``), whose own inputs ``inputs`` overrides. ``data`` is what the measurement
     probes run on: a ``Data`` (``resprobe.load_data``), a path for ``load_data``, or None for
     the example inputs. ``objective`` is ``"auto"`` (default), another name in
     ``resprobe.objective.NAMES``, or a callable ``(output, inputs, targets) -> per-sample
@@ -38,7 +40,8 @@ def analyze(loaded: Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEF
     from .plugins import registry
 
     reg = plugins if plugins is not None else registry()
-    inp = Inputs.of(inputs) if inputs is not None else loaded.inputs or Inputs()
+    loaded = as_loaded(model, inputs)
+    inp = loaded.inputs or Inputs()
     settings = settings or Settings()
     graph = loaded.graph if loaded.graph is not None else capture(loaded.model, inp, train=settings.train)
     blocks = find_blocks(graph)
@@ -125,7 +128,7 @@ def _model(loaded: Loaded, inp: Inputs, device: str, dtype: str) -> dict[str, An
     return {
         "source": loaded.source, "class": type(loaded.model).__name__,
         "parameters": sum(p.numel() for p in params), "weights": loaded.weights,
-        "description": loaded.description, "inputs": _describe(inp), "device": device,
+        "description": loaded.description, "seed": loaded.seed, "inputs": _describe(inp), "device": device,
         "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
         "autocast": None if dtype == "float32" else dtype,
     }

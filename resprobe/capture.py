@@ -17,6 +17,7 @@ from ._recorder import Recorder, Rewrite, Watcher, gather_tensors, module_scopes
 from .errors import CaptureError, InputsError
 from .graph import Graph
 from .inputs import Inputs
+from .load import Loaded, as_loaded
 
 __all__ = ["ModuleTree", "capture", "forward", "output_tensors", "preserved", "unwrap"]
 
@@ -37,15 +38,21 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
             return model, notes
 
 
-def capture(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = False) -> Graph:
+def capture(model: nn.Module | Loaded, inputs: Any = None, *, grad: bool = False,
+            train: bool = False) -> Graph:
     """Record one forward pass of ``model`` on ``inputs`` into a frozen, torch-free ``Graph``.
 
-    ``inputs`` is a tensor, a tuple of positional args, a dict of keyword args or ``Inputs``.
+    ``model`` is an ``nn.Module`` or a ``Loaded`` (whose inputs are used when ``inputs`` is
+    None). ``inputs`` is a tensor, a tuple of positional args, a dict of keyword args or
+    ``Inputs``; when None, they are inferred from the model's first layer where possible.
     The model runs in eval mode (``train=True`` keeps train mode) and under ``no_grad``
     (``grad=True`` records with autograd on). Afterwards the model is as it was: training flags,
     buffers and hooks restored; the global RNG state is untouched; no activation is kept alive.
     """
-    return record(model, inputs, grad=grad, train=train)
+    loaded = as_loaded(model, inputs, what="capture")
+    if loaded.graph is not None:
+        return loaded.graph
+    return record(loaded.model, loaded.inputs, grad=grad, train=train)
 
 
 def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = False,

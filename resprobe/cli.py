@@ -163,7 +163,7 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
                      help="Where to run the model (auto: the first GPU when there is one)."),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-                     help="Seed for random inputs."),
+                     help="Seed for random weights and random inputs."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
                      expose_value=False, is_eager=False, callback=_deadline.option,
                      help="Stop with an error when loading and analysing take longer than this "
@@ -208,7 +208,7 @@ class _Session:
             self.inputs_description = (f"inputs from {inputs_file}" if inputs_file
                                        else f"random inputs of shape {', '.join(shapes)}")
         self.say(f"loading {source}")
-        loaded = load(source, arch=arch, trust=trust, plugins=_registry(self.ctx))
+        loaded = load(source, arch=arch, trust=trust, plugins=_registry(self.ctx), seed=seed)
         inputs = given or loaded.inputs
         if inputs is None and loaded.graph is None:
             guess = infer_inputs(loaded.model)
@@ -247,9 +247,10 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
 @click.option("--format", "formats", multiple=True, default=("json", "html", "md"), show_default=True,
               help="Exporter plugin(s) to write the report with (json, html, md, svg; repeatable, replaces "
                    "the default list).")
-@click.option("--probe", "probes", multiple=True, default=DEFAULT_PROBES, show_default=True,
-              help="Probe plugin(s) to run (repeatable; replaces the default list), e.g. --probe verify "
-                   "--probe attribution; see `resprobe plugins`.")
+@click.option("--probe", "probes", multiple=True, metavar="[+|-]NAME",
+              help=f"Probe plugin(s): +NAME adds one to the default list ({', '.join(DEFAULT_PROBES)}), "
+                   "-NAME leaves one out, a plain NAME replaces the list (repeatable), e.g. --probe "
+                   "+attribution; see `resprobe plugins`.")
 @click.option("--data", metavar="PATH",
               help="Measure on this data instead of the example inputs: a torch.save file (tensor, "
                    "(inputs, targets) or dict of named inputs), an image folder (sub-folders = "
@@ -301,6 +302,7 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     from .report import check_output_dir
 
     check_output_dir(out, _registry(ctx))  # before the long analysis, not after it
+    probes = _probe_list(probes)
     session = _Session(ctx, quiet)
     loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
     batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
@@ -325,6 +327,20 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
 
         raise VerificationError(f"{check.summary['checked'] - check.summary['passed']} block(s) failed "
                                 "the numerical check; see the verify results in the report")
+
+
+def _probe_list(given: tuple[str, ...]) -> tuple[str, ...]:
+    """``--probe``: plain names replace the default list; ``+NAME`` adds, ``-NAME`` removes."""
+    plain = [p for p in given if not p.startswith(("+", "-"))]
+    chosen = list(plain or DEFAULT_PROBES)
+    for p in given:
+        if p.startswith("+") and p[1:] not in chosen:
+            chosen.append(p[1:])
+        elif p.startswith("-"):
+            if p[1:] not in chosen:
+                raise UsageError(f"--probe {p}: {p[1:]!r} is not in the list ({', '.join(chosen)})")
+            chosen.remove(p[1:])
+    return tuple(chosen)
 
 
 def _objective(spec: str) -> Any:

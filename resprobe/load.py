@@ -11,11 +11,11 @@ from typing import Any
 
 from torch import nn
 
-from .errors import SourceError, UsageError
+from .errors import InputsError, SourceError, UsageError
 from .graph import Graph
 from .inputs import Inputs
 
-__all__ = ["Loaded", "load", "resolve_callable"]
+__all__ = ["Loaded", "as_loaded", "load", "resolve_callable"]
 
 @dataclass(frozen=True)
 class Loaded:
@@ -35,10 +35,34 @@ class Loaded:
     graph: Graph | None = None  # set when the source is a graph already (ExportedProgram, TorchScript)
     inputs_description: str = ""  # what the example inputs are, e.g. "random images made by the adapter"
     tokenizer: Any = None  # text -> inputs (``tokenizer(lines, padding=True, ...)``), if the source has one
+    seed: int | None = None  # the seed random weights were initialised with (``load``'s ``seed``)
 
 
-def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:
-    """Build the model named by ``source``.
+def as_loaded(model: Any, inputs: Any = None, *, what: str = "analyse") -> Loaded:
+    """``model`` as a ``Loaded``: a ``Loaded`` as it is (``inputs``, when given, replace its
+    own), or an ``nn.Module`` (a DataParallel or compiled wrapper too) with ``inputs`` (a tensor,
+    tuple, dict or ``Inputs``; inferred from its first layer when None and possible)."""
+    if isinstance(model, Loaded):
+        return model if inputs is None else replace(model, inputs=Inputs.of(inputs))
+    if not isinstance(model, nn.Module):
+        raise InputsError(f"cannot {what} a {type(model).__name__}; pass a torch.nn.Module (with "
+                         "example inputs) or a resprobe.Loaded")
+    if inputs is None:
+        from .inputs import infer_inputs
+
+        guess = infer_inputs(model)
+        if guess is None:
+            raise InputsError(f"{type(model).__name__} needs example inputs: pass them as the second "
+                             "argument (a tensor, a tuple, a dict of keyword arguments or resprobe.Inputs)")
+        return Loaded(model, guess[0], inputs_description=guess[1])
+    return Loaded(model, Inputs.of(inputs), inputs_description="the example inputs given")
+
+
+def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None,
+         seed: int | None = 0) -> Loaded:
+    """Build the model named by ``source``, with torch's random number generator seeded with
+    ``seed`` while it is built (so random weights are the same on every call; the global RNG
+    state is left as it was; None: not seeded).
 
     ``trust`` allows what runs code stored in a file or folder: unpickling a whole model, loading
     a TorchScript archive, a Hugging Face folder's own Python code.
@@ -54,6 +78,16 @@ def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: 
 
     ``plugins`` is a ``resprobe.plugins.Registry`` (default: every installed plugin).
     """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        loaded = _load(source, arch, trust, plugins)
+    return replace(loaded, seed=seed if loaded.weights != "trained" else loaded.seed)
+
+
+def _load(source: str, arch: str | None, trust: bool, plugins: Any) -> Loaded:
     from .files import load_file
     from .plugins import registry
 

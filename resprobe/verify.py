@@ -13,6 +13,7 @@ from .blocks import Block
 from .capture import record
 from .errors import VerificationError
 from .graph import Graph
+from .load import Loaded, as_loaded
 
 __all__ = ["BlockCheck", "verify_blocks"]
 
@@ -94,7 +95,7 @@ def _tolerance(out: Tensor, ref: Tensor) -> float:
     return 8 * eps * max(1.0, float(ref.detach().double().abs().max()) if ref.numel() else 1.0)
 
 
-def verify_blocks(model: nn.Module, inputs: Any, graph: Graph, blocks: list[Block],
+def verify_blocks(model: nn.Module | Loaded, inputs: Any, graph: Graph, blocks: list[Block],
                   *, strict: bool = True, train: bool = False) -> list[BlockCheck]:
     """Replay ``model`` on ``inputs`` and check each block numerically.
 
@@ -105,9 +106,10 @@ def verify_blocks(model: nn.Module, inputs: Any, graph: Graph, blocks: list[Bloc
     """
     if graph.device == "meta" or not blocks:
         return []
+    loaded = as_loaded(model, inputs, what="verify")
     checker = _Checker(graph, blocks)
     with torch.no_grad():
-        replay = record(model, inputs, watcher=checker, train=train)
+        replay = record(loaded.model, loaded.inputs, watcher=checker, train=train)
     if [n.op for n in replay.nodes] != [n.op for n in graph.nodes]:
         raise VerificationError(
             "the replayed forward pass took a different path than the captured one; capture and "

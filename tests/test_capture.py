@@ -344,7 +344,7 @@ def test_a_forward_the_user_set_on_an_instance_is_kept() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(InputsError, match="nn.Module"):
+    with pytest.raises(InputsError, match="torch.nn.Module"):
         capture("model", torch.randn(2))  # type: ignore[arg-type]
     with pytest.raises(InputsError, match="tensor, a tuple"):
         capture(zoo.IdentityMLP(), 3)

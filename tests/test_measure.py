@@ -180,11 +180,18 @@ def _numbers(m: resprobe.Measurement) -> dict[str, Any]:
     return flat
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", ["digits", "prenorm"])
-def test_one_batch_of_8_equals_eight_batches_of_1(case: str, tmp_path: Path) -> None:
+def test_one_batch_of_8_equals_eight_batches_of_1(case: str, dtype: torch.dtype, tmp_path: Path) -> None:
+    """The statistics do not depend on batching: to 1e-6 relative on every per-block key for a
+    float64 model (where the model's own outputs do not change with the batch size), to 1e-4
+    in float32 (where they change in the last bits)."""
     model, inputs = _split_case(case)
+    model = model.to(dtype)
+    inputs = Inputs(tuple(a.to(dtype) if a.is_floating_point() else a for a in inputs.args), inputs.kwargs)
+    rel = 1e-4 if dtype == torch.float32 else 1e-6
     if case == "digits":
-        data = {"inputs": inputs.args[0][:8]}
+        data = {"inputs": inputs.args[0][:8].to(dtype)}
     else:
         ids = torch.randint(0, 50, (8, 7), generator=torch.Generator().manual_seed(3))
         data = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -209,9 +216,10 @@ def test_one_batch_of_8_equals_eight_batches_of_1(case: str, tmp_path: Path) -> 
                 def nan(rows: list[list[float | None]]) -> Tensor:
                     return torch.tensor([[float("nan") if v is None else v for v in r] for r in rows],
                                         dtype=torch.float64)
-                torch.testing.assert_close(nan(other[key]), nan(want), rtol=1e-4, atol=1e-6, equal_nan=True)
+                # stream matrices (angular distances) are written with 6 decimals
+                torch.testing.assert_close(nan(other[key]), nan(want), rtol=rel, atol=1.5e-6, equal_nan=True)
             elif isinstance(want, float):
-                assert other[key] == pytest.approx(want, rel=1e-4, abs=1e-6), key
+                assert other[key] == pytest.approx(want, rel=rel, abs=1e-8), key
             else:
                 assert other[key] == want, key
 

@@ -20,8 +20,9 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
 
 
 class HFAdapter:
-    """``hf:./my-model`` builds ``transformers.AutoModel`` from the directory, offline, with
-    example inputs made from its config (token ids and an attention mask, pixel values, …)."""
+    """``hf:./my-model`` builds the class the directory's config names (``architectures``, e.g.
+    ``GPT2LMHeadModel``; else ``transformers.AutoModel``), offline, with example inputs made
+    from its config (token ids and an attention mask, pixel values, …)."""
 
     name = "hf"
     requires = ("transformers",)
@@ -43,18 +44,18 @@ class HFAdapter:
         except Exception as err:
             raise resprobe.SourceError(f"hf:{name}: config.json could not be read ({_line(err)})") from err
         files = [f for f in _WEIGHTS if (path / f).exists()]
-        _check_size(name, transformers, config, trust)
+        cls = _model_class(transformers, config)
+        _check_size(name, cls, config, trust)
         if files:
             _refuse_pickles(name, path)
             try:
-                model = transformers.AutoModel.from_pretrained(path, local_files_only=True,
-                                                               trust_remote_code=trust)
+                model = cls.from_pretrained(path, local_files_only=True, trust_remote_code=trust)
             except Exception as err:
                 raise resprobe.SourceError(
                     f"hf:{name}: the weights could not be loaded ({_line(err)})") from err
             weights, how = "unknown", f"weights from {files[0]}"
         else:
-            model = transformers.AutoModel.from_config(config, trust_remote_code=trust)
+            model = cls.from_config(config, trust_remote_code=trust)
             weights, how = "random", "random weights (the directory holds none)"
         model.eval()
         return resprobe.Loaded(model, resprobe.Inputs((), _inputs(model, config)), weights,
@@ -102,11 +103,35 @@ def _refuse_pickles(name: str, path: Path) -> None:
                                        "save it again") from err
 
 
-def _check_size(name: str, transformers: Any, config: Any, trust: bool) -> None:
+def _model_class(transformers: Any, config: Any) -> Any:
+    """The class the config names (``architectures``: a saved ``GPT2LMHeadModel`` comes back
+    with its head), else ``AutoModel``. ``from_config`` works on both."""
+    for name in getattr(config, "architectures", None) or ():
+        cls = getattr(transformers, str(name), None)
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return _Built(cls)
+    return transformers.AutoModel
+
+
+class _Built:
+    """A concrete model class behind the Auto classes' two constructors."""
+
+    def __init__(self, cls: Any):
+        self.cls = cls
+
+    def from_config(self, config: Any, trust_remote_code: bool = False) -> Any:
+        return self.cls(config)
+
+    def from_pretrained(self, path: Path, **kwargs: Any) -> Any:
+        kwargs.pop("trust_remote_code", None)
+        return self.cls.from_pretrained(path, **kwargs)
+
+
+def _check_size(name: str, cls: Any, config: Any, trust: bool) -> None:
     """Count the parameters on the meta device before allocating any of them."""
     try:
         with torch.device("meta"):
-            shell = transformers.AutoModel.from_config(config, trust_remote_code=trust)
+            shell = cls.from_config(config, trust_remote_code=trust)
     except Exception as err:
         raise resprobe.SourceError(f"hf:{name}: transformers cannot build this config "
                                    f"({_line(err)})") from err
