@@ -25,9 +25,12 @@ def summary(report: Report) -> str:
     refinement = report.result("refinement")
     if refinement and refinement.summary.get("measured"):
         s = refinement.summary
-        line += f"\nrefinement: {s['refine']} refine, {s['rebuild']} rebuild"
+        idle = f", {s['idle']} idle" if s.get("idle") else ""
+        line += f"\nrefinement: {s['refine']} refine, {s['rebuild']} rebuild{idle}{_medians(refinement)}"
         if report.data:
             line += f" (on {report.data['measured_samples']} sample(s): {report.data['description']})"
+        if report.model.get("weights") == "random":
+            line += "; random weights: this describes the initialisation, not learned refinement"
     gradients = report.result("gradients")
     if gradients and gradients.summary.get("measured") and report.objective:
         gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
@@ -38,6 +41,16 @@ def summary(report: Report) -> str:
     notes = dict.fromkeys(n for r in report.results for n in r.notes)
     line += "".join(f"\nnote: {n}" for n in notes)
     return line
+
+
+def _medians(result: Any) -> str:
+    """The numbers behind the labels: median update ratio and block influence."""
+    parts = []
+    for key, label in (("update_ratio", "update ratio"), ("block_influence", "block influence")):
+        values = sorted(v[key] for v in result.blocks.values() if v.get(key) is not None)
+        if values:
+            parts.append(f"{label} median {values[len(values) // 2]:.3g}")
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 _BUILTIN = ("verify", "refinement", "gradients", "depth", "lesion")
@@ -65,23 +78,39 @@ def _depth_summary(report: Report) -> str:
                 out += (f"\neffective depth (stream {s['id']}): {s['effective_depth']:.1f} of "
                         f"{s['nominal']} blocks, paths {window[0]}-{window[1]} long carry 90% of the "
                         "gradient")
-                if "exact" in s and s["exact"].get("mean") is not None:
-                    out += f"; exact profile: mean {s['exact']['mean']:.1f}, window {s['exact']['window']}"
+                out += _exact_text(s.get("exact"))
     lesions = report.result("lesion")
     if lesions and lesions.blocks:
-        # numbers a model with NaN or inf weights could not give are None (see analyze._finite)
-        worst = max(lesions.blocks.items(),
-                    key=lambda kv: (kv[1].get("loss_change") is not None, kv[1].get("loss_change") or 0.0))
-        values = list(lesions.blocks.values())
-        if all("agreement" in v for v in values):
-            calm = sum(1 for v in values if v["agreement"] is not None and v["agreement"] >= 0.95)
-            what = "keep >= 95% of the top-1 predictions"
-        else:
-            calm = sum(1 for v in values if v.get("output_change") is not None and v["output_change"] < 0.1)
-            what = "change the output by < 10%"
-        out += (f"\nlesions: {calm} of {len(values)} block(s) can each be deleted and {what}; the largest "
-                f"loss change is {_signed(worst[1].get('loss_change', 0.0))} ({worst[0]})")
+        out += _lesion_line(lesions.summary, lesions.blocks)
     return out
+
+
+def _exact_text(exact: dict[str, Any] | None) -> str:
+    """``; exact profile: mean …, window […]``, saying when lengths above K were cut."""
+    if not exact or exact.get("mean") is None:
+        return ""
+    cut = exact.get("truncated_at")
+    kept = f" (lengths <= {cut} only)" if cut is not None else ""
+    return f"; exact profile: mean {exact['mean']:.1f}, window {exact['window']}{kept}"
+
+
+def _lesion_line(summary: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> str:
+    """How many single deletions are harmless, on how many samples, and the worst one."""
+    # numbers a model with NaN or inf weights could not give are None (see analyze._finite)
+    worst = max(blocks.items(),
+                key=lambda kv: (kv[1].get("loss_change") is not None, kv[1].get("loss_change") or 0.0))
+    values = list(blocks.values())
+    if all("agreement" in v for v in values):
+        calm = sum(1 for v in values if v["agreement"] is not None and v["agreement"] >= 0.95)
+        what = "keep >= 95% of the top-1 predictions"
+    else:
+        calm = sum(1 for v in values if v.get("output_change") is not None and v["output_change"] < 0.1)
+        what = "change the output by < 10%"
+    samples = summary.get("samples")
+    if samples is not None:  # reports written before the count was recorded have none
+        what += f" on {samples} sample(s)"
+    return (f"\nlesions: {calm} of {len(values)} block(s) can each be deleted and {what}; the largest "
+            f"loss change is {_signed(worst[1].get('loss_change', 0.0))} ({worst[0]})")
 
 
 def _signed(value: float | None) -> str:

@@ -18,10 +18,12 @@ __all__ = [
     "VALUES",
     "Collector",
     "Sums",
+    "UNITS",
     "block_numbers",
     "mean",
     "per_sample",
     "std",
+    "token_mask",
     "units",
 ]
 
@@ -37,6 +39,18 @@ def units(t: Tensor) -> Tensor:
     if t.dim() >= 2:
         return t.reshape(t.shape[0], -1)
     return t.reshape(1, -1)
+
+
+def token_mask(mask: Tensor) -> Tensor:
+    """An attention mask ``[N, T]`` as float weights, 1 on real tokens and 0 on padding: nonzero
+    (or True) keeps a position (the Hugging Face convention); an additive float mask (0 keeps,
+    negative drops) is read the other way. Computed on the device, nothing read back."""
+    m = mask.detach()
+    if m.dtype == torch.bool:
+        return m.float()
+    m = m.float()
+    additive = (m < 0).any() | (m == 0).all()  # all zeros: an additive mask with no padding
+    return torch.where(additive, m == 0, m != 0).float()
 
 
 def per_sample(t: Tensor) -> Tensor:
@@ -81,8 +95,9 @@ class Sums:
             part = [(x * w).sum(1), (x.square() * w).sum(1), w.sum(1)]
         self.v.setdefault(key, []).append(part)
 
-    def add_sums(self, key: Any, sums: Tensor, squares: Tensor, count: float) -> None:
-        """Add values already reduced to their sums and sums of squares."""
+    def add_sums(self, key: Any, sums: Tensor, squares: Tensor, count: float | Tensor) -> None:
+        """Add values already reduced to their sums and sums of squares (a tensor ``count``
+        has the shape of ``sums``)."""
         self.v.setdefault(key, []).append([sums.detach().reshape(-1), squares.detach().reshape(-1), count])
 
     def add_matrix(self, key: Any, total: Tensor, count: Tensor) -> None:
@@ -126,16 +141,20 @@ class Sums:
 
 FORWARD = ("update_ratio", "cos_branch_skip", "block_influence")
 VALUES = ("branch_values", "skip_values")
+UNITS = "units"
 BACKWARD = ("grad_norm", "lesion_first_order")
 GAINS = ("skip_gain", "branch_gain")
 
 
 class Collector:
-    """The listener for one pass: statistics keyed by block name into ``sums``."""
+    """The listener for one pass: statistics keyed by block name into ``sums``. ``mask``
+    (``[N, T]``, 1 on real tokens, 0 on padding; see ``token_mask``) gives every unit of a
+    ``[N, T, D]`` (or sequence-first ``[T, N, D]``) tensor its weight: padding is left out."""
 
     def __init__(self, names: list[str], streams: list[list[int]],
-                 layers: list[tuple[str, list[int], int | None]], sums: Sums):
+                 layers: list[tuple[str, list[int], int | None]], sums: Sums, mask: Tensor | None = None):
         self.names = names
+        self.mask = mask
         self.streams = streams
         self.layers = layers
         self.sums = sums
@@ -149,6 +168,26 @@ class Collector:
         self.ungated: set[int] = set()  # blocks whose input gradient cannot be split (see Instrument)
         self.inputs: dict[tuple[int, str], Tensor] = {}
 
+    # -- padding ----------------------------------------------------------------------------
+    def weights(self, t: Tensor) -> Tensor | None:
+        """The weight of each row of ``units(t)`` under the mask, or None (every row counts):
+        for ``[N, T, D]`` tensors whose first two dims are the mask's (or swapped)."""
+        m = self.mask
+        if m is None or t.dim() != 3:
+            return None
+        if t.shape[:2] == m.shape:
+            return m.reshape(-1)
+        if t.shape[1::-1] == m.shape:  # sequence-first
+            return m.t().reshape(-1)
+        return None
+
+    def masked(self, t: Tensor) -> Tensor:
+        """``t`` with its padding positions set to zero (for per-sample sums over positions)."""
+        w = self.weights(t)
+        if w is None:
+            return t
+        return torch.where(w.reshape(*t.shape[:2], 1) > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
     # -- forward --------------------------------------------------------------------------
     def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
         """Forward statistics of one join. ``plain``: ``y = s + b`` exactly, so ``‖y‖`` and
@@ -158,6 +197,7 @@ class Collector:
             s, b = torch.broadcast_to(s, y.shape), torch.broadcast_to(b, y.shape)
             plain = False
         S, B = units(s), units(b)
+        w = self.weights(y)
         ns, nb, sb = _norm(S), _norm(B), _dot(S, B)
         if plain:
             ny = (ns.square() + nb.square() + 2 * sb).clamp_min(0).sqrt()
@@ -165,18 +205,32 @@ class Collector:
         else:
             Y = units(y)
             ny, sy = _norm(Y), _dot(S, Y)
-        valid = (ns > 0).float()
+        valid = (ns > 0).float() if w is None else (ns > 0).float() * w
         self.sums.add((name, FORWARD), torch.stack([nb / ns.clamp_min(_TINY), sb / (nb * ns).clamp_min(_TINY),
                                                     1 - sy / (ns * ny).clamp_min(_TINY)]),
                       torch.stack([valid, valid, valid * (ny > 0).float()]))
-        f64 = torch.float64
-        self.sums.add_sums((name, VALUES), torch.stack([B.sum(dtype=f64), S.sum(dtype=f64)]),
-                           torch.stack([nb.double().square().sum(), ns.double().square().sum()]),
-                           float(B.numel()))
+        self._values(name, S, B, ns, nb, w)
         if b.dim() >= 2:  # per-sample norm of the branch, for the backward statistics
-            self.branch_norm[i] = nb.reshape(b.shape[0], -1).square().sum(1).sqrt()
+            self.branch_norm[i] = _drop(nb, w).reshape(b.shape[0], -1).square().sum(1).sqrt()
         self.skips[i] = s.detach()
         self.outs[i] = y.detach()
+
+    def _values(self, name: str, S: Tensor, B: Tensor, ns: Tensor, nb: Tensor, w: Tensor | None) -> None:
+        """Sums over every element of the real units (variance ratio), and the units counted."""
+        f64 = torch.float64
+        zero = torch.zeros(1, dtype=f64, device=S.device)
+        if w is None:
+            self.sums.add_sums((name, VALUES), torch.stack([B.sum(dtype=f64), S.sum(dtype=f64)]),
+                               torch.stack([nb.double().square().sum(), ns.double().square().sum()]),
+                               float(B.numel()))
+            self.sums.add_sums((name, UNITS), zero, zero, float(S.shape[0]))
+            return
+        keep = w[:, None] > 0
+        sums = torch.stack([torch.where(keep, B, 0).sum(dtype=f64), torch.where(keep, S, 0).sum(dtype=f64)])
+        squares = torch.stack([_drop(nb, w).double().square().sum(), _drop(ns, w).double().square().sum()])
+        count = w.double().sum()
+        self.sums.add_sums((name, VALUES), sums, squares, (count * B.shape[1]).expand(2))
+        self.sums.add_sums((name, UNITS), zero, zero, count.reshape(1))
 
     def node(self, node_id: int, out: Tensor) -> None:
         self.nodes[node_id] = out.detach()
@@ -192,7 +246,7 @@ class Collector:
             x, y = self.skips[idx[0]], self.nodes[out]
             if x.shape == y.shape:
                 X, Y = units(x), units(y)
-                self.sums.add(("layer", name), 1 - _cos(X, Y, _norm(X), _norm(Y)))
+                self.sums.add(("layer", name), 1 - _cos(X, Y, _norm(X), _norm(Y)), self.weights(x))
         self.nodes.clear()
 
     def _angular(self, sid: int, states: list[Tensor]) -> None:
@@ -203,26 +257,29 @@ class Collector:
         for k, st in enumerate(states):
             groups.setdefault(st.shape, []).append(k)
         for ks in groups.values():
+            w = self.weights(states[ks[0]])
             X = torch.stack([units(states[k]) for k in ks], dim=1)  # [units, m, features]
             gram = torch.bmm(X, X.transpose(1, 2))  # one pass over the states: every pair at once
             norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
             cos = (gram / (norms[:, :, None] * norms[:, None, :]).clamp_min(_TINY)).clamp(-1, 1)
             angle = torch.arccos(cos) / torch.pi
-            angle = (angle * (1 - torch.eye(len(ks), device=angle.device))).sum(0)  # 0 on the diagonal
+            angle = angle * (1 - torch.eye(len(ks), device=angle.device))  # 0 on the diagonal
+            angle = _drop(angle, None if w is None else w[:, None, None]).sum(0)
+            n: float | Tensor = float(X.shape[0]) if w is None else w.sum()
             lo, hi = ks[0], ks[-1] + 1
             if ks == list(range(lo, hi)):  # contiguous (the usual case): plain slices
                 total[lo:hi, lo:hi] = angle
-                count[lo:hi, lo:hi] = float(X.shape[0])
+                count[lo:hi, lo:hi] = n
             else:
                 for a, k in enumerate(ks):
                     for c, j in enumerate(ks):
                         total[k, j] = angle[a, c]
-                        count[k, j] = float(X.shape[0])
+                        count[k, j] = n
         self.sums.add_matrix(("angular", sid), total, count)
 
     # -- backward -------------------------------------------------------------------------
     def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
-        G, B = per_sample(grad), per_sample(b)
+        G, B = per_sample(self.masked(grad)), per_sample(self.masked(b))
         dn, bd = _norm(G), _dot(B, G)
         self.sums.add((self.names[i], BACKWARD), torch.stack([dn, -bd]))
         self.delta_norm[i] = dn
@@ -245,7 +302,7 @@ class Collector:
                 continue
             delta, bd = self.deltas[i]
             b = self.branch[i]
-            S, R, B = per_sample(gs), per_sample(gb), per_sample(b)
+            S, R, B = (per_sample(self.masked(t)) for t in (gs, gb, b))
             identity = _same(gs, delta)  # an identity skip hands the join's gradient on as it is
             ns, nr = dn if identity else _norm(S), _norm(R)
             self.sums.add((self.names[i], GAINS), torch.stack([ns, nr]) / dn.clamp_min(_TINY),
@@ -259,6 +316,11 @@ class Collector:
                 self.sums.add((self.names[i], "iterative_cos"), dot / (nb * gx).clamp_min(_TINY))
         for store in (self.delta_norm, self.deltas, self.inputs, self.branch, self.branch_norm):
             store.clear()
+
+
+def _drop(x: Tensor, w: Tensor | None) -> Tensor:
+    """``x`` with zero where the weight is 0 (NaN or inf there included)."""
+    return x if w is None else torch.where(w > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
@@ -300,13 +362,11 @@ def block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple
     values = host.get((name, VALUES))
     var_b, var_s = std(values, 0), std(values, 1)
     d: dict[str, Any] = {
-        "samples": samples,
+        "samples": samples, "units": _count(host.get((name, UNITS))),
         "update_ratio": ratio, "update_ratio_std": _round(std(host.get((name, FORWARD)), 0)),
         "variance_ratio": None if var_b is None or not var_s else round(var_b**2 / var_s**2, 8),
         "cos_branch_skip": get("cos_branch_skip"), "block_influence": influence,
-        "label": None if ratio is None or influence is None else (
-            "refine" if ratio < settings.refine_ratio and influence < settings.refine_influence
-            else "rebuild"),
+        "label": _label(ratio, influence, settings),
         "grad_norm": get("grad_norm"), "skip_gain": get("skip_gain"), "branch_gain": get("branch_gain"),
         "iterative_cos": get("iterative_cos"), "lesion_first_order": get("lesion_first_order"),
         "param_grad_norm": None, "param_norm": None, "grad_weight_ratio": None,
@@ -316,6 +376,21 @@ def block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple
         d.update(param_grad_norm=round(g, 10), param_norm=round(w, 8),
                  grad_weight_ratio=round(g / w, 10) if w else None)
     return d
+
+
+def _label(ratio: float | None, influence: float | None, settings: Any) -> str | None:
+    """``idle`` (the update is under ``idle_ratio`` of the stream), ``refine`` (small and
+    aligned) or ``rebuild``; see docs/metrics.md for the calibration."""
+    if ratio is None or influence is None:
+        return None
+    if ratio < settings.idle_ratio:
+        return "idle"
+    return "refine" if ratio < settings.refine_ratio and influence < settings.refine_influence else "rebuild"
+
+
+def _count(entry: tuple[Any, Any, Any] | None) -> int | None:
+    """The units counted under a key (real token positions when a mask was used)."""
+    return None if entry is None else round(float(entry[2].reshape(-1)[0]))
 
 
 def _round(v: float | None) -> float | None:

@@ -27,7 +27,7 @@ from .errors import InputsError, ResprobeError, UsageError
 from .graph import Graph
 from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
 from .load import Loaded, load
-from .measure import DTYPES, Settings
+from .measure import DTYPES, REFINE_INFLUENCE, Settings
 from .objective import NAMES as OBJECTIVES
 from .plugins import DISABLE_ENV, Registry
 from .render.refinement import METRICS
@@ -268,14 +268,16 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
               help="Measure in train mode (dropout, batch statistics); buffers are restored afterwards.")
 @click.option("--refine-ratio", type=float, default=1.0, show_default=True,
               help="A block refines when its update ratio is below this ...")
-@click.option("--refine-influence", type=float, default=0.5, show_default=True,
-              help="... and its block influence 1 - cos(skip, output) is below this; else it rebuilds.")
+@click.option("--refine-influence", type=float, default=REFINE_INFLUENCE, show_default=True,
+              help="... and its block influence 1 - cos(skip, output) is below this (default: a turn of "
+                   "30 degrees); else it rebuilds. Under 1% update ratio a block is idle.")
 @click.option("--exact", is_flag=True,
               help="depth: also compute the exact path-length profile (about n/2 backward passes per batch).")
 @click.option("--max-length", type=click.IntRange(min=1), metavar="K",
               help="depth: keep only path lengths <= K in the exact profile (exact for those kept).")
 @click.option("--sample", type=click.IntRange(min=0), default=0, metavar="N",
-              help="depth: Veit's sampler, N path patterns per length, one backward pass each.")
+              help="depth: Veit's sampler, N path patterns per length over all the data (one "
+                   "backward pass per pattern and batch).")
 @click.option("--validate", is_flag=True,
               help="depth: compute the exact profile and report its distance to the estimate.")
 @click.option("--lesion-draws", type=click.IntRange(min=1), default=3, show_default=True,

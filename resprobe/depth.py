@@ -25,7 +25,7 @@ from ._dataflow import Dataflow
 from ._opclass import CONTRACTION
 from .blocks import Block
 from .capture import ModuleTree, forward, preserved, unwrap
-from .data import Data
+from .data import Data, batch_size
 from .errors import AnalysisError
 from .graph import Graph
 from .inputs import Inputs
@@ -221,6 +221,14 @@ def _device(tree: ModuleTree) -> torch.device:
     return next((p.device for p in tree.params.values()), torch.device("cpu"))
 
 
+def _on(tree: ModuleTree, inp: Inputs, targets: Any) -> tuple[Inputs, Any]:
+    """One batch on the model's device."""
+    device = _device(tree)
+    if device.type == "cpu":
+        return inp, targets
+    return inp.to(device), targets.to(device) if isinstance(targets, Tensor) else targets
+
+
 def _vjp(out: Tensor, inputs: list[Tensor], grads: Tensor) -> Tensor | None:
     """Sum over ``inputs`` of the vector-Jacobian products of ``out`` with each slice of ``grads``."""
     if not inputs or not out.requires_grad:
@@ -296,7 +304,9 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
     for every length kept (all, or ``k <= max_length``). About n²/2 branch vector-Jacobian
     products per batch (~n/2 backward passes). ``norms[k]`` is the mean over samples of
     ``‖G[k]‖``; ``check`` is ``‖Σ_k G[k] − ∂L/∂x‖ / ‖∂L/∂x‖`` (0 up to rounding when no
-    length was cut and every path from the stream input to the loss runs along the stream)."""
+    length was cut and every path from the stream input to the loss runs along the stream).
+    ``truncated_at`` is K when lengths above K were cut (else None): then ``mean``, ``std`` and
+    ``window`` describe the kept lengths only and do not compare with an uncut profile."""
     chains = stream_blocks(blocks)
     sums: dict[int, Tensor] = {}
     checks: dict[int, float] = {}
@@ -304,8 +314,7 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
     with _held(model, train) as (m, tree):
         runner = _Runner(m, tree, graph, blocks, objective, copy=True, train=train)
         for inp, targets in data:
-            inp = inp.to(_device(tree)) if _device(tree).type != "cpu" else inp
-            p = runner.run(inp, targets.to(_device(tree)) if isinstance(targets, Tensor) else targets)
+            p = runner.run(*_on(tree, inp, targets))
             total = p.losses.sum()
             samples += int(p.losses.shape[0])
             for sid, chain in chains.items():
@@ -319,8 +328,9 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
     out = {}
     for sid in chains:
         norms = [float(v) / samples for v in sums[sid].cpu()]
+        cut = len(norms) - 1 if len(norms) - 1 < len(chains[sid]) else None
         out[sid] = {"norms": norms, "lengths": len(norms) - 1, "check": checks.get(sid),
-                    **summary(norms, n=len(chains[sid]))}
+                    **summary(norms, n=len(chains[sid])), "truncated_at": cut}
     return out
 
 
@@ -356,30 +366,61 @@ def path_gradients(p: _Pass, chain: list[Block], patterns: list[tuple[int, ...]]
     return out
 
 
-def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: Inputs, *,
+def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: Inputs | Data, *,
                    objective: Any = None, samples: int = 8, seed: int = 0, train: bool = False,
                    targets: Any = None) -> dict[int, dict[str, Any]]:
-    """Per stream, Veit's measurement: for each length k, ``samples`` path patterns with k
-    branches (all of them when there are fewer), one backward pass each; ``path_mean[k]`` is the
-    mean gradient magnitude at the stream input of one path of length k (per sample),
-    ``log10_total[k]`` that times ``C(n, k)``: the total magnitude over all paths of length k."""
+    """Per stream, Veit's measurement on every batch of ``inputs`` (a ``Data``, or one batch of
+    ``Inputs`` with its ``targets``): for each length k, ``samples`` path patterns with k
+    branches (all of them when there are fewer), drawn once and run on every batch, one
+    backward pass each. ``path_mean[k]`` is the mean gradient magnitude at the stream input of
+    one path of length k per sample: the magnitudes are summed over all samples and divided by
+    their number, so it does not depend on how the data is batched. ``log10_total[k]`` is that
+    times ``C(n, k)``: the total magnitude over all paths of length k. ``samples`` and
+    ``batches``: what the measurement covered."""
+    data = inputs if isinstance(inputs, Data) else _one_batch(inputs, targets)
+    chains = stream_blocks(blocks)
     rng = random.Random(seed)
-    out = {}
+    drawn = {sid: [_patterns(len(c), k, samples, rng) for k in range(len(c) + 1)]
+             for sid, c in chains.items()}
+    sums = {sid: [0.0] * (len(c) + 1) for sid, c in chains.items()}
+    rows = dict.fromkeys(chains, 0)
+    covered = batches = 0
     with _held(model, train) as (m, tree):
         runner = _Runner(m, tree, graph, blocks, objective, copy=False, train=train)
-        inp = inputs.to(_device(tree)) if _device(tree).type != "cpu" else inputs
-        p = runner.run(inp, targets.to(_device(tree)) if isinstance(targets, Tensor) else targets)
-        for sid, chain in stream_blocks(blocks).items():
-            n = len(chain)
-            means, counts = [], []
-            for k in range(n + 1):
-                pats = _patterns(n, k, samples, rng)
-                grads = path_gradients(p, chain, pats)
-                norms = torch.stack([g.reshape(g.shape[0], -1).norm(dim=1).mean() for g in grads])
-                means.append(float(norms.mean()))
-                counts.append(len(pats))
-            logs = path_counts(n)
-            totals = [math.log10(v) + c if v > 0 else None for v, c in zip(means, logs)]
-            share = [10 ** t if t is not None else 0.0 for t in totals]
-            out[sid] = {"path_mean": means, "log10_total": totals, "patterns": counts, **summary(share)}
-    return out
+        for inp, tgt in data:
+            p = runner.run(*_on(tree, inp, tgt))
+            covered, batches = covered + batch_size(inp), batches + 1
+            for sid, chain in chains.items():
+                got, n_rows = _magnitudes(p, chain, drawn[sid])
+                sums[sid] = [a + b for a, b in zip(sums[sid], got)]
+                rows[sid] += n_rows
+    return {sid: _sampled(sums[sid], drawn[sid], rows[sid], covered, batches) for sid in chains}
+
+
+def _one_batch(inputs: Inputs, targets: Any) -> Data:
+    n = batch_size(inputs)
+    return Data("example", "one batch", n, max(n, 1), lambda: iter([(inputs, targets)]))
+
+
+def _magnitudes(p: _Pass, chain: list[Block], drawn: list[list[tuple[int, ...]]]) -> tuple[list[float], int]:
+    """Per length, the gradient magnitudes at the stream input summed over the patterns and
+    over the samples (rows) of this pass, in float64; and the number of rows."""
+    sums, rows = [], 0
+    for pats in drawn:
+        total = 0.0
+        for g in path_gradients(p, chain, pats):
+            rows = int(g.shape[0]) if g.dim() else 1
+            total += float(g.reshape(rows, -1).double().norm(dim=1).sum())
+        sums.append(total)
+    return sums, rows
+
+
+def _sampled(sums: list[float], drawn: list[list[tuple[int, ...]]], rows: int, covered: int,
+             batches: int) -> dict[str, Any]:
+    n = len(drawn) - 1
+    means = [v / (len(pats) * max(rows, 1)) for v, pats in zip(sums, drawn)]
+    logs = path_counts(n)
+    totals = [math.log10(v) + c if v > 0 else None for v, c in zip(means, logs)]
+    share = [10 ** t if t is not None else 0.0 for t in totals]
+    return {"path_mean": means, "log10_total": totals, "patterns": [len(p) for p in drawn], **summary(share),
+            "samples": covered, "batches": batches}

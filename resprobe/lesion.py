@@ -20,9 +20,22 @@ from .graph import Graph
 from .instrument import Gated, gated
 from .objective import Objective, choose_objective, main_output
 
-__all__ = ["curve_sizes", "lesion"]
+__all__ = ["PROPORTIONS", "curve_sizes", "lesion", "wilson_interval"]
 
 _CLASSIFYING = frozenset({"self-ce", "next-token", "task"})
+PROPORTIONS = ("agreement", "accuracy", "base_accuracy")  # per-sample shares: reported with an interval
+_Z95 = 1.959963984540054  # the two-sided 95% quantile of the standard normal
+
+
+def wilson_interval(successes: float, n: int, z: float = _Z95) -> list[float] | None:
+    """Wilson's score interval ``[lo, hi]`` for a proportion ``successes / n`` (95% by
+    default); None without samples. ``successes`` may be fractional (a sum of per-sample shares)."""
+    if n <= 0 or not math.isfinite(successes):
+        return None
+    p, z2 = min(max(successes / n, 0.0), 1.0), z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return [round(max(centre - half, 0.0), 6), round(min(centre + half, 1.0), 6)]
 
 
 def curve_sizes(n: int, points: int = 8) -> list[int]:
@@ -70,6 +83,19 @@ class _Effects:
         counts = self.count.get(key, {})
         return {k: round(v / max(counts.get(k, 0), 1), 8) for k, v in self.sums.get(key, {}).items()}
 
+    def described(self, key: str) -> dict[str, Any]:
+        """The means, the number of samples they average (``output_change`` has one value per
+        sample), and a Wilson interval for each proportion, over those samples: the positions
+        of one sample (tokens) are not independent, so a sample counts once."""
+        out: dict[str, Any] = dict(self.mean(key))
+        counts, sums = self.count.get(key, {}), self.sums.get(key, {})
+        n = counts.get("output_change", 0)
+        out["samples"] = n
+        for k in PROPORTIONS:
+            if k in sums:
+                out[f"{k}_interval"] = wilson_interval(sums[k], n)
+        return out
+
 
 def _compare(full: Any, lesioned: Any, objective: Objective, inputs: Any, targets: Any,
              base_losses: Tensor) -> dict[str, Tensor]:
@@ -101,14 +127,16 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
     blocks for each k of ``curve_sizes``, then each module in ``modules``, and report the mean
     change per sample: ``loss_change``, ``output_change`` (‖Δoutput‖/‖output‖), and for
     classifying objectives ``kl`` (KL(full ‖ lesioned) of the softmax), ``agreement`` (top-1
-    unchanged) and ``accuracy`` against targets when the data has them."""
+    unchanged) and ``accuracy`` against targets when the data has them. ``samples``: how many
+    samples each mean covers (in the result and per block and module), with a Wilson 95%
+    interval for each proportion (``agreement_interval``, ``accuracy_interval``, …)."""
     effects = _Effects()
     rng = random.Random(seed)
     residual = [b for b in blocks if b.is_residual]
     sizes = curve_sizes(len(residual), points)
     sets = [(f"k={k}#{d}", rng.sample(range(len(residual)), k)) for k in sizes for d in range(draws)]
     chosen: Objective | None = None
-    batches = data.batches
+    batches, samples = data.batches, 0
     with gated(model, graph, blocks, train=train) as g:
         device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
         for step, (inp, targets) in enumerate(data):
@@ -119,6 +147,7 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
                 if chosen is None:
                     chosen = choose_objective(objective, full, inp, targets, g.model)
                 base = chosen.losses(full, inp, targets)
+                samples += int(main_output(full).shape[0])
                 effects.add("full", {"loss": base})
                 lesions = [(b.name, [i]) for i, b in enumerate(residual)] + sets
                 for key, out in _deleted(g, inp, lesions, len(residual), replicas=1 if train else 0):
@@ -137,9 +166,9 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
                                                       for key in rows[0]},
                       **{f"{key}_std": round(_std([r[key] for r in rows]), 8) for key in rows[0]}})
     return {"objective": {"name": chosen.name, "description": chosen.description},
-            "loss": effects.mean("full").get("loss"),
-            "blocks": {b.name: effects.mean(b.name) for b in residual},
-            "modules": {name: effects.mean(f"module:{name}") for name in modules},
+            "loss": effects.mean("full").get("loss"), "samples": samples,
+            "blocks": {b.name: effects.described(b.name) for b in residual},
+            "modules": {name: effects.described(f"module:{name}") for name in modules},
             "curve": curve}
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ._plan import Plan as _Plan
-from ._stats import BACKWARD, GAINS, Collector, Sums, block_numbers, mean
+from ._stats import BACKWARD, GAINS, Collector, Sums, block_numbers, mean, token_mask
 from .blocks import Block, find_blocks
 from .capture import ModuleTree, capture, forward, preserved, unwrap
 from .data import Data
@@ -28,20 +28,24 @@ from .objective import Objective, ObjectiveFn, choose_objective
 __all__ = ["DTYPES", "Measurement", "Settings", "measure"]
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REFINE_INFLUENCE = 0.134  # 1 - cos(30°): a refining block turns the stream by less than 30 degrees
 
 
 @dataclass(frozen=True)
 class Settings:
     """How to measure: ``dtype`` runs the model under autocast (statistics stay fp32);
-    ``train`` keeps train mode (buffers are restored afterwards); a block is labelled
-    ``refine`` when its update ratio < ``refine_ratio`` and its block influence
-    < ``refine_influence``, else ``rebuild``. The rest configure the ``depth`` and ``lesion``
-    probes (see docs/effective-depth.md)."""
+    ``train`` keeps train mode (buffers are restored afterwards); a block is labelled ``idle``
+    when its update ratio < ``idle_ratio`` (it barely touches the stream), ``refine`` when its
+    update ratio < ``refine_ratio`` and its block influence < ``refine_influence`` (the
+    default, 1 − cos 30°, is calibrated on trained networks: docs/metrics.md), else
+    ``rebuild``. The rest configure the ``depth`` and ``lesion`` probes
+    (see docs/effective-depth.md)."""
 
     dtype: str = "float32"
     train: bool = False
     refine_ratio: float = 1.0
-    refine_influence: float = 0.5
+    refine_influence: float = REFINE_INFLUENCE
+    idle_ratio: float = 0.01
     exact: bool = False  # depth: the exact path-length profile (~n/2 backward passes per batch)
     max_length: int | None = None  # depth: keep path lengths <= this in the exact profile
     sample: int = 0  # depth: Veit's sampler, this many path patterns per length (0: off)
@@ -126,8 +130,12 @@ class _Run:
     def _pass(self, plan: _Plan, inp: Inputs, targets: Any,
               streams: bool = True) -> tuple[Sums, int, list[str]] | None:
         sums = Sums()
+        mask = _attention_mask(inp)
         collector = Collector(plan.names, plan.streams if streams else [],
-                              plan.layers if streams else [], sums)
+                              plan.layers if streams else [], sums, mask)
+        if mask is not None:  # real and all token positions
+            sums.add_sums(_TOKENS, mask.new_zeros(2), mask.new_zeros(2),
+                          torch.stack([mask.sum(), mask.new_tensor(float(mask.numel()))]))
         device = _device(self.tree, inp)
         anchor = torch.zeros((), device=device, requires_grad=True)
         mismatches: list[Mismatch] = []
@@ -199,12 +207,13 @@ class _Run:
                               "zero-initialised output layer), so their gains are undefined: "
                               f"{', '.join(zero[:3])}"
                               + (" …" if len(zero) > 3 else ""))
+        tokens, masked = _tokens(host)
         return Measurement(
             blocks=blocks, streams=self._streams(host),
             objective={"name": self.objective.name, "description": self.objective.description,
                        "mean_loss": loss},
-            data={**data.to_dict(), "measured_samples": self.samples},
-            notes=tuple(self._notes(data)), settings=dict(vars(self.settings)),
+            data={**data.to_dict(), "measured_samples": self.samples, **tokens},
+            notes=tuple(self._notes(data) + masked), settings=dict(vars(self.settings)),
         )
 
     def _param_norms(self) -> dict[str, tuple[float, float]]:
@@ -268,6 +277,31 @@ class _Run:
             notes.append("the objective did not depend on anything that can take a gradient: "
                          "gradient statistics were not measured")
         return notes
+
+
+_TOKENS = ("attention_mask", "tokens")
+
+
+def _attention_mask(inp: Inputs) -> Tensor | None:
+    """The batch's ``attention_mask`` keyword input ``[N, T]`` as weights (1: real token,
+    0: padding), or None when there is none."""
+    mask = inp.kwargs.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.dim() != 2:
+        return None
+    return token_mask(mask)
+
+
+def _tokens(host: dict[Any, tuple[Any, Any, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """What the report's data and notes say about padding when an attention mask was used."""
+    entry = host.get(_TOKENS)
+    if entry is None:
+        return {}, []
+    real, total = (round(float(v)) for v in entry[2].reshape(-1))
+    note = (f"the inputs' attention_mask was used: {total - real} padding position(s) of {total} "
+            f"({(total - real) / max(total, 1):.0%}) are left out of every per-token statistic and of "
+            f"the per-sample gradient sums ({real} real token positions; 'units' per block counts those "
+            "measured); the objective itself reads whatever positions it reads")
+    return {"attention_mask": True, "measured_tokens": real, "padding_tokens": total - real}, [note]
 
 
 def _device(tree: ModuleTree, inp: Inputs) -> torch.device:

@@ -95,7 +95,8 @@ def _next_token(output: Any, inputs: Inputs, targets: Any) -> Tensor:
     if ids is None:
         raise InputsError("next-token loss needs an input_ids input")
     ce = F.cross_entropy(logits[:, :-1].movedim(-1, 1), ids[:, 1:].to(logits.device).long(), reduction="none")
-    return ce.mean(1)
+    keep = _keep(inputs, logits.shape[:2])
+    return ce.mean(1) if keep is None else _masked_mean(ce, keep[:, 1:] * keep[:, :-1])
 
 
 def _square(output: Any, inputs: Inputs, targets: Any) -> Tensor:
@@ -116,7 +117,27 @@ def _projection(output: Any, inputs: Inputs, targets: Any) -> Tensor:
         r = torch.randn(out.shape[dim], generator=torch.Generator().manual_seed(0)) / out.shape[dim] ** 0.5
         _DIRECTIONS[key] = r.to(out.device)
     r = _DIRECTIONS[key].reshape([-1 if k == dim else 1 for k in range(out.dim())])
-    return (out * r).sum(dim).reshape(out.shape[0], -1).mean(1)
+    read = (out * r).sum(dim)
+    keep = _keep(inputs, read.shape) if read.dim() == 2 else None
+    return read.reshape(out.shape[0], -1).mean(1) if keep is None else _masked_mean(read, keep)
+
+
+def _keep(inputs: Inputs, shape: Any) -> Tensor | None:
+    """1 at real tokens, 0 at padding, from the inputs' attention mask (the decoder's for an
+    encoder-decoder) when it has the output's ``[batch, positions]`` shape and holds padding."""
+    name = "decoder_attention_mask" if "decoder_input_ids" in inputs.kwargs else "attention_mask"
+    mask = inputs.kwargs.get(name)
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape):
+        return None
+    keep = (mask > 0) if mask.dtype != torch.bool else mask
+    if mask.is_floating_point() and bool((mask <= 0).all()):  # additive: 0 keeps, -inf drops
+        keep = mask == 0
+    return None if bool(keep.all()) else keep.float()
+
+
+def _masked_mean(values: Tensor, keep: Tensor) -> Tensor:
+    keep = keep.to(values.device)
+    return (values * keep).sum(1) / keep.sum(1).clamp_min(1)
 
 
 def _input_ids(inputs: Inputs) -> Tensor | None:

@@ -303,3 +303,59 @@ def test_batched_lesions_fall_back_when_the_copies_would_interact() -> None:
         module._stackable = stackable
     for name, v in alone["blocks"].items():
         assert batched["blocks"][name]["output_change"] == pytest.approx(v["output_change"], rel=1e-5)
+
+
+def _batched(x: Tensor, size: int) -> resprobe.Data:
+    """``x`` cut into batches of ``size`` samples (no targets)."""
+    def make() -> Any:
+        return iter([(Inputs.of(x[i:i + size]), None) for i in range(0, x.shape[0], size)])
+    return resprobe.Data("tensors", "x", int(x.shape[0]), size, make)
+
+
+def test_the_sampler_covers_every_batch_and_does_not_depend_on_the_batch_size() -> None:
+    model = TanhBlocks(4).double().eval()
+    x = torch.randn(8, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    graph, blocks, _ = _setup(model, x)
+    got = {size: sample_profile(model, graph, blocks, _batched(x, size), samples=3)[0] for size in (8, 1, 3)}
+    assert [got[size]["batches"] for size in (8, 1, 3)] == [1, 8, 3]
+    assert all(g["samples"] == 8 for g in got.values())
+    for size in (1, 3):
+        assert got[size]["path_mean"] == pytest.approx(got[8]["path_mean"], rel=1e-6)
+        assert got[size]["mean"] == pytest.approx(got[8]["mean"], rel=1e-6)
+    # what the sampler used to measure: the first batch only
+    first = sample_profile(model, graph, blocks, Inputs.of(x[:3]), samples=3)[0]
+    assert first["samples"] == 3
+    assert max(abs(a - b) / b for a, b in zip(first["path_mean"], got[3]["path_mean"])) > 1e-3
+
+
+def test_the_sampler_probe_reports_what_it_covered() -> None:
+    model = TanhBlocks(3).eval()
+    x = torch.randn(7, 16, generator=torch.Generator().manual_seed(2))
+    graph, blocks, inputs = _setup(model, x)
+    report = resprobe.analyze(resprobe.Loaded(model, inputs), probes=("gradients", "depth"),
+                              data=_batched(x, 3), settings=resprobe.Settings(sample=2))
+    result = report.result("depth")
+    assert result is not None
+    sampled = result.summary["streams"][0]["sampled"]
+    assert sampled["samples"] == 7 and sampled["batches"] == 3
+
+
+def test_a_cut_exact_profile_says_so() -> None:
+    from resprobe._cli_text import summary as cli_summary
+
+    model = TanhBlocks(6).eval()
+    graph, blocks, inputs = _setup(model, torch.randn(5, 16, generator=torch.Generator().manual_seed(3)))
+    assert exact_profile(model, graph, blocks, example_data(inputs))[0]["truncated_at"] is None
+    assert exact_profile(model, graph, blocks, example_data(inputs), max_length=6)[0]["truncated_at"] is None
+    cut = exact_profile(model, graph, blocks, example_data(inputs), max_length=2)[0]
+    assert cut["truncated_at"] == 2 and cut["window"][1] <= 2  # the kept lengths only
+    report = resprobe.analyze(resprobe.Loaded(model, inputs), probes=("gradients", "depth"),
+                              settings=resprobe.Settings(exact=True, max_length=2))
+    result = report.result("depth")
+    assert result is not None and result.summary["streams"][0]["exact"]["truncated_at"] == 2
+    assert any("over the lengths kept only" in n for n in result.notes)
+    line = next(t for t in cli_summary(report).splitlines() if t.startswith("effective depth"))
+    assert line.endswith("(lengths <= 2 only)")
+    uncut = resprobe.analyze(resprobe.Loaded(model, inputs), probes=("gradients", "depth"),
+                             settings=resprobe.Settings(exact=True))
+    assert "lengths <=" not in cli_summary(uncut)

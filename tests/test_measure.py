@@ -94,13 +94,13 @@ def test_every_metric_matches_a_recomputation_by_hand() -> None:
         assert got["label"] == ("refine" if c < 1 else "rebuild")
 
 
-def test_zero_branch_is_identity_and_labelled_refine() -> None:
+def test_zero_branch_is_identity_and_labelled_idle() -> None:
     model = OrthBlocks((0.0, 0.25))
     x = torch.randn(4, D)
     graph = capture(model, x)
     first = measure(model, graph, find_blocks(graph), example_data(Inputs((x,)))).blocks["f.0"]
     assert first["update_ratio"] == 0 and first["block_influence"] == pytest.approx(0, abs=1e-7)
-    assert first["branch_gain"] == 0 and first["lesion_first_order"] == 0 and first["label"] == "refine"
+    assert first["branch_gain"] == 0 and first["lesion_first_order"] == 0 and first["label"] == "idle"
 
 
 class _Split:

@@ -32,8 +32,9 @@ def test_layer_influence_equals_hidden_state_recomputation() -> None:
     with torch.no_grad():
         hidden = model(**batch, output_hidden_states=True).hidden_states
     for k, layer in enumerate(layers):
-        a, b = hidden[k].reshape(-1, hidden[k].shape[-1]), hidden[k + 1].reshape(-1, hidden[k].shape[-1])
-        want = (1 - torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1)).mean().item()
+        keep = batch["attention_mask"].bool()  # padding positions are not measured
+        cos = torch.nn.functional.cosine_similarity(hidden[k].double(), hidden[k + 1].double(), dim=-1)
+        want = (1 - cos)[keep].mean().item()
         assert layer["block_influence"] == pytest.approx(want, abs=1e-5), layer["name"]
     # the trained encoder refines: every join's update is smaller than the stream it joins
     assert m.objective["name"] == "projection"

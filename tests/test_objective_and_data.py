@@ -170,3 +170,20 @@ def test_float_targets_of_another_size_are_refused() -> None:
     torch.testing.assert_close(objective.losses(out, Inputs(), torch.zeros(4)), 0.5 * out[:, 0].pow(2))
     with pytest.raises(resprobe.InputsError, match="do not fit output"):
         objective.losses(out, Inputs(), torch.zeros(5))
+
+
+def test_objectives_leave_padding_out() -> None:
+    """next-token and projection losses of a padded sample equal those of the sample alone."""
+    from resprobe.objective import choose_objective
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 11, generator=gen)
+    ids = torch.randint(0, 11, (2, 6), generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    for name in ("next-token", "projection"):
+        fn = choose_objective(name, logits, Inputs((), {"input_ids": ids}), None).fn
+        padded = fn(logits, Inputs((), {"input_ids": ids, "attention_mask": mask}), None)
+        alone = fn(logits[1:, :3], Inputs((), {"input_ids": ids[1:, :3]}), None)
+        full = fn(logits[:1], Inputs((), {"input_ids": ids[:1]}), None)
+        assert padded[1].item() == pytest.approx(alone.item(), rel=1e-6), name
+        assert padded[0].item() == pytest.approx(full.item(), rel=1e-6), name

@@ -66,3 +66,17 @@ def test_probes_can_be_added_and_left_out(tmp_path: Path) -> None:
     assert "\nattribution (IntegratedGradients over branch gates" in out and "lesions:" in out
     code, _, err = run("analyze", "--probe", "-nothing", "-o", str(tmp_path / "x"))
     assert code == 2 and "'nothing' is not in the list" in err and err.count("\n") == 1
+
+
+def test_a_zero_head_gives_a_note_not_a_table_of_zeros(tmp_path: Path) -> None:
+    """torchvision's ViT zero-initialises its head: every gradient is exactly zero, which is not
+    a measurement; the gradients probe says so and what to pass, and writes no zeros."""
+    pytest.importorskip("torchvision")
+    code, out, err = run("analyze", "torchvision:vit_b_16", "--probe", "refinement", "--probe", "gradients",
+                         "-o", str(tmp_path))
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    gradients = next(r for r in report["results"] if r["probe"] == "gradients")
+    assert gradients["summary"]["measured"] == 0 and gradients["blocks"] == {}
+    assert "gives exactly zero gradient at every block" in gradients["notes"][0]
+    assert "pass --objective" in out

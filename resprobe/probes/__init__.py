@@ -57,6 +57,17 @@ class ProbeContext:
         why = self.measurable if why is None else why
         return None if why is None else ProbeResult(probe, {"measured": 0}, {}, (f"not run: {why}",))
 
+    def no_gradient(self) -> str | None:
+        """Why the measured gradients say nothing (exactly zero at every block), or None."""
+        m = self.measurement()
+        norms = [v["grad_norm"] for v in m.blocks.values() if v.get("grad_norm") is not None]
+        if not norms or any(norms):
+            return None
+        return (f"the objective ({m.objective['name']}) gives exactly zero gradient at every block: "
+                "the model maps every input to the same output (a zero-initialised head, as in "
+                "torchvision's ViT?); pass --objective package.module:fn reading earlier features, "
+                "or measure trained weights")
+
     def measurement(self) -> Measurement:
         """The shared measurement (computed on first use)."""
         if "measurement" not in self.cache:

@@ -36,19 +36,20 @@ class DepthProbe:
         if skipped is not None:
             return skipped
         m = context.measurement()
+        silent = context.no_gradient()
+        if silent is not None:
+            return context.not_run(self.name, silent) or ProbeResult(self.name, {"measured": 0})
         s = context.settings
         chains = stream_blocks(context.blocks)
         notes: list[str] = []
         exact = sampled = None
+        data = context.data or _data(context)
         if s.exact or s.validate:
-            data = context.data or _data(context)
             exact = exact_profile(context.model, context.graph, context.blocks, data,
                                   objective=context.objective, max_length=s.max_length, train=s.train)
-        if s.sample:
-            first, targets = next(iter(context.data or _data(context)))
-            sampled = sample_profile(context.model, context.graph, context.blocks, first,
-                                     objective=context.objective, samples=s.sample, train=s.train,
-                                     targets=targets)
+        if s.sample:  # every batch, as the estimate and the exact profile
+            sampled = sample_profile(context.model, context.graph, context.blocks, data,
+                                     objective=context.objective, samples=s.sample, train=s.train)
         streams = []
         for sid, chain in chains.items():
             gains = [(m.blocks[b.name]["skip_gain"], m.blocks[b.name]["branch_gain"]) for b in chain]
@@ -66,8 +67,9 @@ class DepthProbe:
                 notes.append(f"stream {sid}: some gains were not measured, so there is no estimate")
             if exact is not None:
                 entry["exact"] = exact[sid]
-                if s.max_length is not None and exact[sid]["lengths"] < len(chain):
-                    notes.append(f"stream {sid}: exact profile cut at length {exact[sid]['lengths']}")
+                if exact[sid].get("truncated_at") is not None:
+                    notes.append(f"stream {sid}: exact profile cut at length {exact[sid]['lengths']}; its "
+                                 "mean and window are over the lengths kept only")
             if sampled is not None:
                 entry["sampled"] = sampled[sid]
             if s.validate and "estimate_net" in entry and exact is not None:

@@ -26,6 +26,10 @@ class GradientsProbe:
         if skipped is not None:
             return skipped
         m = context.measurement()
+        silent = context.no_gradient()
+        if silent is not None:
+            return ProbeResult(self.name, {"measured": 0, "objective": m.objective, "data": m.data}, {},
+                               (f"not measured: {silent}", *m.notes))
         blocks = {name: {k: v[k] for k in ("samples", *KEYS)} for name, v in m.blocks.items()}
         summary = {
             "measured": sum(v["grad_norm"] is not None for v in blocks.values()),

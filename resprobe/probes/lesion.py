@@ -13,8 +13,9 @@ __all__ = ["LesionProbe", "probe"]
 class LesionProbe:
     """Per block: what deleting it (``y = s``, the branch switched off in the forward pass)
     changes: loss, output, and for classifiers KL, top-1 agreement and accuracy against
-    targets. Summary: the degradation curve when k random blocks are deleted, and deletions
-    of whole modules asked for in the settings (``lesion_modules``)."""
+    targets, each with the number of samples it covers and a Wilson 95% interval for the
+    proportions. Summary: the degradation curve when k random blocks are deleted, deletions of
+    whole modules asked for in the settings (``lesion_modules``), and ``samples``."""
 
     name = "lesion"
     requires: tuple[str, ...] = ()
@@ -30,7 +31,8 @@ class LesionProbe:
         got = lesion(context.model, context.graph, context.blocks, data, objective=context.objective,
                      draws=s.lesion_draws, modules=s.lesion_modules, train=s.train)
         summary = {"measured": len(got["blocks"]) + len(got["modules"]), "objective": got["objective"],
-                   "loss": got["loss"], "curve": got["curve"], "modules": got["modules"]}
+                   "loss": got["loss"], "curve": got["curve"], "modules": got["modules"],
+                   "samples": got["samples"]}
         notes = ("deletions run as extra forward passes (several per pass, stacked along the batch); "
                  "activations before the deleted block are not reused",)
         return ProbeResult(self.name, summary, got["blocks"], notes)

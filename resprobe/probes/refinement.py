@@ -24,13 +24,15 @@ class RefinementProbe:
         if skipped is not None:
             return skipped
         m = context.measurement()
-        blocks = {name: {k: v[k] for k in ("samples", *KEYS)} for name, v in m.blocks.items()}
+        blocks = {name: {k: v[k] for k in ("samples", "units", *KEYS)} for name, v in m.blocks.items()}
         labels = [v["label"] for v in blocks.values()]
         s = context.settings
         summary = {
             "measured": sum(v["update_ratio"] is not None for v in blocks.values()),
             "refine": labels.count("refine"), "rebuild": labels.count("rebuild"),
-            "thresholds": {"update_ratio_below": s.refine_ratio, "block_influence_below": s.refine_influence},
+            "idle": labels.count("idle"),
+            "thresholds": {"update_ratio_below": s.refine_ratio, "block_influence_below": s.refine_influence,
+                           "idle_below": s.idle_ratio},
             "objective": m.objective, "data": m.data, "dtype": s.dtype, "train": s.train,
             "streams": [{k: st[k] for k in ("id", "blocks", "states", "angular_distance", "layers")}
                         for st in m.streams],

@@ -144,8 +144,8 @@ def _unit_label(unit: _Unit, by_name: dict[str, dict[str, Any]]) -> str:
     labels = [by_name[n].get("label") for n in unit.names if by_name[n].get("label")]
     verdict = ""
     if labels:
-        refine = labels.count("refine")
-        verdict = f"\n{refine}/{len(labels)} refine" if len(labels) > 1 else f"\n{labels[0]}"
+        counts = ", ".join(f"{labels.count(k)} {k}" for k in ("refine", "rebuild", "idle") if labels.count(k))
+        verdict = f"\n{counts}" if len(labels) > 1 else f"\n{labels[0]}"
     return f"{steps}{times} · {unit.label}{extra}{verdict}\n{_numbers(unit, by_name)}"
 
 
