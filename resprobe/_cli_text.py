@@ -17,7 +17,7 @@ def summary(report: Report) -> str:
     residual = [b for b in blocks if b["skip"] != "concat"]
     check = report.result("verify")
     verified = ""
-    if check and check.summary["checked"]:
+    if check and check.summary.get("checked"):
         verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
     line = (f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
             f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
@@ -131,7 +131,8 @@ def block_table(graph: Graph, found: list[Block], checks: dict[str, BlockCheck],
              + (f"; verified {sum(c.ok for c in checks.values())}/{len(checks)}" if checks else "")]
     rows = [("stream", "step", "block", "skip", "join", "branch")] + [
         ("-" if b.stream is None else str(b.stream), "-" if b.step is None else str(b.step),
-         b.name, b.skip_kind, b.join_kind, _short_modules(b)) for b in found]
+         b.name + (" FAILED" if b.name in checks and not checks[b.name].ok else ""),
+         b.skip_kind, b.join_kind, _short_modules(b)) for b in found]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])

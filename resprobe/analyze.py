@@ -13,6 +13,7 @@ from ._recorder import gather_tensors
 from .blocks import find_blocks, streams
 from .capture import capture
 from .data import Data, example_data, load_data
+from .errors import UsageError
 from .inputs import Inputs
 from .load import Loaded, as_loaded
 from .measure import Settings
@@ -52,7 +53,7 @@ def analyze(model: nn.Module | Loaded, inputs: Any = None, *, probes: tuple[str,
                             else loaded.inputs_description or "the source's example inputs")
     ctx = ProbeContext(loaded.model, inp, graph, blocks, replayable=loaded.graph is None, data=data,
                        objective=objective, settings=settings, progress=progress)
-    results = [_finite(_unchecked(reg.get("probe", name).run(ctx))) for name in probes]
+    results = [_finite(_unchecked(_run_probe(reg.get("probe", name), name, ctx))) for name in probes]
     measured = ctx.cache.get("measurement")
     return Report(
         model=_model(loaded, inp, graph.device, ctx.settings.dtype),
@@ -115,6 +116,20 @@ def _few(names: list[str], shown: int = 3) -> str:
     """The first few names, then how many more."""
     head = ", ".join(names[:shown])
     return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _run_probe(probe: Any, name: str, ctx: ProbeContext) -> ProbeResult:
+    """One probe's result; a probe that fails leaves a ``failed: ...`` note (the other probes'
+    numbers stay) instead of ending the analysis. Bad input from the user still raises."""
+    try:
+        result: ProbeResult = probe.run(ctx)
+        return result
+    except UsageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one probe must not take the others with it
+        text = str(err).strip().splitlines()
+        why = f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__
+        return ProbeResult(name, {"measured": 0, "failed": True}, {}, (f"failed: {name}: {why}",))
 
 
 def _block(d: dict[str, Any], results: list[ProbeResult]) -> dict[str, Any]:

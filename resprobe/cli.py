@@ -23,7 +23,7 @@ from .analyze import analyze as run_analysis
 from .blocks import find_blocks
 from .capture import capture
 from .data import example_data, load_data
-from .errors import InputsError, ResprobeError, UsageError
+from .errors import InputsError, ResprobeError, UsageError, VerificationError
 from .graph import Graph
 from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
 from .load import Loaded, load
@@ -304,7 +304,7 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     from .report import check_output_dir
 
     check_output_dir(out, _registry(ctx))  # before the long analysis, not after it
-    probes = _probe_list(probes)
+    given, probes = probes, _probe_list(probes)
     session = _Session(ctx, quiet)
     loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
     batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
@@ -323,8 +323,15 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     click.echo(summary(report))
     for path in written:
         click.echo(f"wrote {path}")
+    named = [p.lstrip("+") for p in given if not p.startswith("-")]
+    failed = [r.probe for r in report.results if r.summary.get("failed") and r.probe in named]
+    if failed:
+        from .errors import AnalysisError
+
+        raise AnalysisError(f"probe(s) {', '.join(failed)} failed (see the notes); the report holds the "
+                            "other probes' numbers")
     check = report.result("verify")
-    if check and check.summary["passed"] < check.summary["checked"]:
+    if check and check.summary.get("passed", 0) < check.summary.get("checked", 0):
         from .errors import VerificationError
 
         raise VerificationError(f"{check.summary['checked'] - check.summary['passed']} block(s) failed "
@@ -374,13 +381,23 @@ def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shape
     graph = _graph(session, loaded, inputs)
     found = find_blocks(graph)
     checks: dict[str, BlockCheck] = {}
+    problem: VerificationError | None = None
     if verify and graph.device != "meta" and loaded.graph is None:
         session.say(f"verifying {len(found)} block(s) on real values")
-        checks = {c.name: c for c in verify_blocks(loaded.model, inputs, graph, found)}
+        try:
+            checks = {c.name: c for c in verify_blocks(loaded.model, inputs, graph, found, strict=False)}
+        except VerificationError as err:  # the replay took another path: the table still shows
+            problem = err
     if as_json:
         click.echo(json.dumps([block_json(b, checks) for b in found], indent=2))
     else:
         click.echo(block_table(graph, found, checks, loaded.notes))
+    bad = [c for c in checks.values() if not c.ok]
+    if bad:
+        problem = VerificationError(f"{len(bad)} block(s) failed the numerical check (marked in the "
+                                    f"table), first {bad[0].name!r}: {bad[0].detail}")
+    if problem is not None:
+        raise problem
 
 
 @main.command()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .blocks import Block
 from .data import Data
-from .errors import UsageError
+from .errors import CaptureError, UsageError
 from .graph import Graph
 from .instrument import Gated, gated
 from .objective import Objective, choose_objective, main_output
@@ -200,7 +200,11 @@ def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
         scales = torch.ones(len(chunk) * size, n, device=device)
         for r, (_, idx) in enumerate(chunk):
             scales[r * size:(r + 1) * size, idx] = 0.0
-        out = main_output(g.run(inp.repeat(len(chunk)), scales))
+        try:
+            out = main_output(g.run(inp.repeat(len(chunk)), scales))
+        except (RuntimeError, CaptureError):  # dim 0 is not the batch inside the model (windows, rows)
+            per_pass = 1
+            continue
         parts = []
         if out.shape[0] == len(chunk) * size:
             parts = [out[r * size:(r + 1) * size] for r in range(len(chunk))]

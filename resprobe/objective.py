@@ -188,8 +188,8 @@ def _auto(output: Any, inputs: Inputs, targets: Any, vocab: set[int]) -> str:
     ids = _input_ids(inputs)
     named = isinstance(output, Mapping) and "logits" in output or hasattr(output, "logits")
     if out.dim() == 3 and ids is not None and out.shape[:2] == ids.shape and (
-            named or out.shape[-1] in vocab):
-        return "next-token"
+            named or out.shape[-1] in vocab) and out.shape[-1] > int(ids.max()):
+        return "next-token"  # logits over a vocabulary that holds every input id
     if out.dim() == 2 and out.shape[-1] > 1:
         return "self-ce"
     return "projection"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import inspect
+from typing import Any
 
 import torch
 
@@ -27,7 +29,10 @@ class TorchvisionAdapter:
             close = difflib.get_close_matches(name, known, 3)
             hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()"
             raise resprobe.SourceError(f"torchvision has no model {name!r}; {hint}")
-        model = torchvision.models.get_model(name, weights=None).eval()
+        builder = torchvision.models.get_model_builder(name)
+        takes = inspect.signature(builder).parameters
+        extra = {"weights_backbone": None} if "weights_backbone" in takes else {}
+        model = builder(weights=None, **extra).eval()  # nothing is downloaded, backbones included
         return resprobe.Loaded(model, self._inputs(torchvision, name), "random",
                                f"torchvision {name} with random weights",
                                inputs_description="random inputs made by the adapter")
@@ -36,15 +41,28 @@ class TorchvisionAdapter:
     def _inputs(torchvision: object, name: str) -> resprobe.Inputs:
         models = torchvision.models  # type: ignore[attr-defined]
         gen = torch.Generator().manual_seed(0)
+        meta = _meta(models, name)
         if name in models.list_models(module=models.video):
-            return resprobe.Inputs((torch.randn(1, 3, 8, 112, 112, generator=gen),))
+            frames = int(meta.get("min_temporal_size") or 8)
+            side = max(112, *(int(v) for v in meta.get("min_size") or (112,)))
+            return resprobe.Inputs((torch.randn(1, 3, frames, side, side, generator=gen),))
         if name in models.list_models(module=models.detection):
             return resprobe.Inputs(([torch.rand(3, 224, 224, generator=gen)],))
         if name in models.list_models(module=models.optical_flow):
             images = torch.rand(2, 1, 3, 128, 128, generator=gen)
             return resprobe.Inputs((images[0], images[1]))
-        size = 299 if name.startswith("inception") else 224
+        least = max(int(v) for v in meta.get("min_size") or (224,))
+        size = 299 if name.startswith("inception") else max(224, least)
         return resprobe.Inputs((torch.randn(1, 3, size, size, generator=gen),))
+
+
+def _meta(models: object, name: str) -> dict[str, Any]:
+    """The model's own metadata (input sizes it needs), from its weights enum; none is loaded."""
+    try:
+        weights = list(models.get_model_weights(name))  # type: ignore[attr-defined]
+    except (ValueError, KeyError):
+        return {}
+    return dict(weights[0].meta) if weights else {}
 
 
 adapter = TorchvisionAdapter()

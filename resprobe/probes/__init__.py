@@ -69,11 +69,18 @@ class ProbeContext:
                 "or measure trained weights")
 
     def measurement(self) -> Measurement:
-        """The shared measurement (computed on first use)."""
+        """The shared measurement (computed on first use; a failure is kept and raised again
+        for every probe that needs it, without measuring twice)."""
+        if "measurement_error" in self.cache:
+            raise self.cache["measurement_error"]
         if "measurement" not in self.cache:
             data = self.data or example_data(self.inputs)
-            self.cache["measurement"] = measure(self.model, self.graph, self.blocks, data,
-                                                objective=self.objective, settings=self.settings,
-                                                progress=self.progress)
+            try:
+                self.cache["measurement"] = measure(self.model, self.graph, self.blocks, data,
+                                                    objective=self.objective, settings=self.settings,
+                                                    progress=self.progress)
+            except Exception as err:
+                self.cache["measurement_error"] = err
+                raise
         got: Measurement = self.cache["measurement"]
         return got
