@@ -25,7 +25,7 @@ _DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float1
            8: "float64", 9: "complex32", 10: "complex64", 11: "complex128", 12: "bool", 13: "bfloat16",
            28: "uint16", 29: "float8_e4m3fn", 30: "float8_e5m2", 31: "float8_e4m3fnuz",
            32: "float8_e5m2fnuz", 33: "float8_e8m0fnu", 34: "uint32", 35: "uint64"}
-_MAX_JSON = 1 << 30  # a graph's JSON is kilobytes to a few hundred megabytes
+_MAX_JSON = 256 << 20  # a graph's JSON: kilobytes, a few tens of megabytes for the largest models
 _LEGACY = "serialized_exported_program.json"  # torch.export.save before the PT2 archive format
 _RESAVE = "save it again with torch.export.save from a current PyTorch, or pass the Python model"
 _READ = ("read from the ExportedProgram's JSON graph (ATen ops): nothing in the file was run or "
@@ -87,7 +87,7 @@ def _program_json(path: Path) -> dict[str, Any]:
                 raise SourceError(f"{path}: the ExportedProgram's graph would unpack to "
                                   f"{entry.file_size:,} bytes; refused (a zip bomb?)")
             data = json.loads(z.read(entry))
-    except (zipfile.BadZipFile, OSError, ValueError, RecursionError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, ValueError, RecursionError, EOFError, MemoryError) as err:
         raise SourceError(f"{path} is a corrupt ExportedProgram ({type(err).__name__}: "
                           f"{_first_line(err)}); save it again with torch.export.save") from err
     if not isinstance(data, dict) or not isinstance(data.get("graph_module"), dict):

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -95,7 +96,10 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                if not (ctx.obj or {}).get("debug") and "--debug" not in sys.argv[1:2]:
+                    warnings.simplefilter("ignore")  # library warnings are not errors: one line each
+                return super().invoke(ctx)
         except ResprobeError as err:
             self._fail(ctx, str(err), err.exit_code)
         except _TimeUp as err:
@@ -116,7 +120,9 @@ class _Group(click.Group):
         if debug:
             traceback.print_exc()
         hint = "" if code != 1 or debug else " (--debug shows the traceback)"
-        click.echo(f"error: {message}{hint}", err=True)
+        # text from a file (keys, names) must not move the cursor or add lines on the terminal
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+        click.echo(f"error: {shown}{hint}", err=True)
         ctx.exit(code)
 
 
@@ -137,6 +143,8 @@ def main(ctx: click.Context, debug: bool, disabled: tuple[str, ...]) -> None:
     (a small residual network trained on scikit-learn's digits) is used.
     """
     ctx.obj = {"debug": debug, "disabled": disabled}
+    if not debug:  # transformers logs through its own logger, not warnings
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _registry(ctx: click.Context) -> Registry:

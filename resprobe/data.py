@@ -20,6 +20,8 @@ from .inputs import Inputs
 __all__ = ["Data", "batch_size", "example_data", "load_data"]
 
 Batch = tuple[Inputs, Any]  # inputs and targets (None when the data has none)
+_MAX_TEXT = 64 << 20  # a text file to measure on: far more lines than anyone measures
+_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 _IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -64,7 +66,7 @@ def load_data(path: str, like: Inputs, *, tokenizer: Any = None, batch_size: int
         inputs, targets, what = _images(p, like, max_samples)
         kind = "images"
     elif p.suffix.lower() == ".txt":
-        inputs, targets, what = _text(p, like, tokenizer)
+        inputs, targets, what = _text(p, like, tokenizer, max_samples)
         kind = "text"
     elif p.is_file():
         inputs, targets, what = _tensors(p, like)
@@ -131,8 +133,23 @@ def _tensors(p: Path, like: Inputs) -> tuple[Inputs, Any, str]:
     else:
         raise InputsError(f"--data {p} holds {type(obj).__name__}; save a tensor, a tuple "
                           "(inputs, targets), or a dict of named input tensors")
+    _check_tensors(p, inputs, targets)
     what = "tensors" + (" with targets" if targets is not None else "")
     return inputs, targets, what
+
+
+def _check_tensors(p: Path, inputs: Inputs, targets: Any) -> None:
+    """Sizes as they will be materialised (a stride-0 ``expand`` is small on disk only), and
+    targets that are one tensor with one entry per sample."""
+    total = sum(v.numel() * v.element_size() for _, v in inputs.named() if isinstance(v, Tensor))
+    ensure_fits(total, f"--data {p}", "pass a smaller file")
+    if targets is None:
+        return
+    n = _batch_size(inputs)
+    if not isinstance(targets, Tensor) or not targets.dim() or targets.shape[0] != n:
+        what = f"shape {tuple(targets.shape)}" if isinstance(targets, Tensor) else type(targets).__name__
+        raise InputsError(f"--data {p}: the targets ({what}) must be a tensor with one entry for each of "
+                          f"the {n} samples")
 
 
 def _images(p: Path, like: Inputs, limit: int | None = None) -> tuple[Inputs, Any, str]:
@@ -166,7 +183,7 @@ def _image(image: Any, f: Path, channels: int, height: int, width: int) -> Tenso
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", image.DecompressionBombWarning)
-            with image.open(f) as im:
+            with image.open(f, formats=_FORMATS) as im:  # never PostScript (EPS runs Ghostscript)
                 im = im.convert("L" if channels == 1 else "RGB").resize((width, height))
     except (image.DecompressionBombError, image.DecompressionBombWarning) as err:
         raise InputsError(f"--data {f}: refused, the image is too large to decode safely ({err}); "
@@ -178,11 +195,19 @@ def _image(image: Any, f: Path, channels: int, height: int, width: int) -> Tenso
     return t.reshape(height, width, -1).permute(2, 0, 1).float() / 255
 
 
-def _text(p: Path, like: Inputs, tokenizer: Any) -> tuple[Inputs, Any, str]:
+def _text(p: Path, like: Inputs, tokenizer: Any, limit: int | None = None) -> tuple[Inputs, Any, str]:
+    if not p.is_file():
+        raise InputsError(f"--data {p}: no such file")
     if tokenizer is None:
         raise InputsError(f"--data {p} is text, but the source has no tokenizer; use an hf:DIR source "
                           "whose folder holds the tokenizer files, or pass token ids as a tensor file")
-    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if p.stat().st_size > _MAX_TEXT:
+        raise InputsError(f"--data {p} is larger than {_MAX_TEXT >> 20} MB of text; pass a smaller file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputsError(f"--data {p} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:limit]
     if not lines:
         raise InputsError(f"--data {p} holds no text")
     enc = tokenizer(lines, padding=True, truncation=True, max_length=128, return_tensors="pt")

@@ -87,7 +87,9 @@ def _torch_file(source: str, path: Path, arch: str | None, trust: bool, plugins:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not trust:
-            found = ", ".join(_pickled_classes(path)[:3]) or "Python objects"
+            names = _pickled_classes(path)
+            found = (", ".join(ascii(n) for n in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4
+                                                                 else "")) or "Python objects"
             raise SourceError(
                 f"{source} holds a pickled Python object ({found}); unpickling it runs code from "
                 "the file, so it was not loaded. If you trust the file, pass --trust; better, "
@@ -138,8 +140,10 @@ def _pickled_classes(path: Path) -> list[str]:
                 found.append(str(arg).replace(" ", "."))
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                 found.append(f"{strings[-2]}.{strings[-1]}")
-        skip = ("torch._utils", "collections", "__builtin__", "builtins", "_codecs")
-        return [c for c in dict.fromkeys(found) if not c.startswith(skip)]
+        plain = ("torch._utils", "collections.OrderedDict", "torch.FloatStorage", "torch.LongStorage")
+        names = [c for c in dict.fromkeys(found) if not c.startswith(plain)]
+        # what can run code first: a file cannot hide exec behind a few harmless-looking classes
+        return sorted(names, key=lambda c: c.startswith(("torch.", "torchvision.", "collections.")))
     except Exception:  # noqa: BLE001 - a best-effort description only
         return []
 

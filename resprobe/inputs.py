@@ -114,7 +114,11 @@ def load_inputs(path: str) -> Inputs:
     except Exception as err:
         raise InputsError(f"{path} is not a torch.save file ({type(err).__name__}); save the inputs "
                           "with torch.save") from err
-    return Inputs.of(value)
+    inputs = Inputs.of(value)
+    # as large as they will be once used: a stride-0 expand is small on disk only
+    size = sum(v.numel() * v.element_size() for _, v in inputs.named() if isinstance(v, torch.Tensor))
+    ensure_fits(size, f"the inputs in {path}", "save smaller example inputs")
+    return inputs
 
 
 def infer_inputs(model: torch.nn.Module) -> tuple[Inputs, str] | None:

@@ -156,9 +156,15 @@ def resolve_callable(spec: str, what: str) -> Any:
 
 
 def import_user_module(module_name: str) -> Any:
-    """Import ``module_name`` (this runs its code) with the current folder searched *after*
-    every installed package, so a stray ``PIL.py`` or ``networkx.py`` there never shadows one."""
+    """Import ``module_name`` (this runs its code). An installed package is imported with the
+    current folder nowhere on ``sys.path``, so nothing lying there (a ``PIL.py``, an
+    ``accimage.py`` that torchvision tries to import) can stand in for a package it imports.
+    Only a module that is not installed is looked for in the current folder, searched after
+    every installed package."""
     here = os.getcwd()
+    top = module_name.split(".")[0]
+    if top in sys.modules or _installed(top, here):
+        return importlib.import_module(module_name)
     added = here not in sys.path and "" not in sys.path
     if added:
         sys.path.append(here)
@@ -167,6 +173,16 @@ def import_user_module(module_name: str) -> Any:
     finally:
         if added and here in sys.path:
             sys.path.remove(here)
+
+
+def _installed(top: str, here: str) -> bool:
+    """Whether ``top`` is importable from the installed packages alone (not the current folder)."""
+    from importlib.machinery import PathFinder
+
+    if top in sys.builtin_module_names:
+        return True
+    path = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != here]
+    return PathFinder.find_spec(top, path) is not None
 
 
 def _resolve(module_name: str, attr: str, adapters: list[str]) -> Any:

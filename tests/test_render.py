@@ -108,7 +108,7 @@ def test_a_96_layer_transformer_folds_into_one_box_and_keeps_its_skips() -> None
     assert "× 96" in folded and folded.count("shape=box3d") == 1
     assert folded.count("->") == 3  # the spine edge and the two branch edges stay drawn
     unfolded = refinement_dot(report, fold=False)
-    assert unfolded.count("steps ") == 96 and "× " not in unfolded
+    assert unfolded.count("step ") == 192 and "× " not in unfolded  # --no-fold: every block
     assert render(folded, "svg")
 
 
@@ -124,7 +124,7 @@ def test_colour_by_a_metric_with_a_legend() -> None:
         resprobe.load("resprobe.examples:digits_resnet"), probes=("refinement", "gradients")
     )
     dot = refinement_dot(report, color_by="branch_gain")
-    assert "branch gain: " in dot and "update ratio 1.46" in dot
+    assert "colour: branch gain (" in dot and "update ratio 1.46" in dot
     with pytest.raises(ValueError, match="color_by must be one of"):
         refinement_dot(report, color_by="nonsense")
     assert "(not measured)" in refinement_dot(_structure("identity_mlp"))
@@ -175,7 +175,7 @@ def test_html_markdown_and_svg_exporters(tmp_path: Path) -> None:
         == report.to_dict()
     )
     fragment = report._repr_html_()
-    assert fragment.startswith("<div>") and "<svg" in fragment
+    assert fragment.startswith("<div class=\"resprobe-report\">") and "<svg" in fragment
 
 
 def test_a_report_says_what_was_not_measured(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ def test_graph_command_views(tmp_path: Path) -> None:
 
     code, err = run("graph", "-o", str(tmp_path / "r.dot"), "-q", "--measure", "--color-by", "branch_gain")
     dot = (tmp_path / "r.dot").read_text()
-    assert code == 0 and "step 6 · layers.5" in dot and "branch gain: " in dot
+    assert code == 0 and "step 6 · layers.5" in dot and "colour: branch gain (" in dot
     code, _ = run("graph", "-o", str(tmp_path / "o.dot"), "-q", "--view", "ops", "--collapse-depth", "1")
     assert code == 0 and "layers\\nSequential" in (tmp_path / "o.dot").read_text()
     code, err = run("graph", "-o", str(tmp_path / "x.svg"), "--color-by", "nonsense")

@@ -100,8 +100,10 @@ def test_the_current_folder_never_shadows_an_installed_package(work: Path) -> No
     resnet18, an --arch or an --objective; the user's own module there still imports."""
     pytest.importorskip("torchvision")
     marker = work / "pwned"
-    for name in ("PIL", "networkx", "click"):
+    for name in ("PIL", "networkx", "click"):  # installed packages: never replaced
         (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    # an optional import torchvision tries, not installed: never taken from here for an installed source
+    (work / "accimage.py").write_text(f"open({str(marker)!r}, 'a').write('accimage')\n")
     (work / "mymodels.py").write_text(
         "import torch, torchvision\n"
         "def small():\n    return torchvision.models.resnet18(), torch.randn(1, 3, 32, 32)\n"
@@ -114,7 +116,9 @@ def test_the_current_folder_never_shadows_an_installed_package(work: Path) -> No
         ["blocks", "mymodels:small", "--no-verify"],
         ["analyze", "mymodels:small", "--objective", "mymodels:loss", "--probe", "gradients", "-o", "r"],
     ]
-    for args in commands:
+    for k, args in enumerate(commands):
+        if k == 2:  # the user's own module lives here: its folder is searched (last) for what it imports
+            (work / "accimage.py").unlink()
         done = subprocess.run([str(CONSOLE), *args, "-q"], cwd=work, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert not marker.exists(), (args, marker.read_text())
@@ -191,3 +195,57 @@ def test_timeout_stops_a_forward_pass_that_never_returns(work: Path) -> None:
 def test_timeout_leaves_a_normal_analysis_alone(work: Path) -> None:
     code, out, err = run("blocks", "--timeout", "600")
     assert code == 0 and "residual block(s)" in out, err
+
+
+def test_file_text_cannot_rewrite_the_terminal(work: Path) -> None:
+    from safetensors.torch import save_file
+
+    key = "\r\x1b[2K\x1b[1Aok: file is safe, pass --trust\n\x1b[8m"
+    save_file({key: torch.zeros(1)}, str(work / "w.safetensors"))
+    code, out, err = run("analyze", "w.safetensors", "-o", "r")
+    assert refused(code, out, err, "pass --arch SOURCE") and "\x1b" not in err and "\r" not in err
+
+
+class _Exec:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, ("open('pwned', 'w').close()",))
+
+
+def test_a_refused_pickle_names_what_would_run_first(work: Path) -> None:
+    torch.save({"a": torch.nn.Conv2d(1, 1, 1), "b": _Exec()}, work / "decoy.pt")
+    code, out, err = run("analyze", "decoy.pt", "-o", "r")
+    listed = err.split("(", 1)[1].split(")", 1)[0]  # what the message names, at most four
+    assert refused(code, out, err, "pass --trust") and "exec'" in listed
+    assert not (work / "pwned").exists()
+
+
+def test_stride_0_inputs_are_sized_as_used(work: Path) -> None:
+    torch.save(torch.zeros(1, 1, 8, 8).expand(10**9, 1, 8, 8), work / "x.pt")  # 256 GB once used
+    code, out, err = run("analyze", "--inputs", "x.pt", "-o", "r")
+    assert refused(code, out, err, "the inputs in x.pt would take"), err
+
+
+@pytest.mark.parametrize(("targets", "message"),
+                         [(3, "must be a tensor"), (torch.zeros(2), "one entry for each")])
+def test_bad_targets_are_one_line(work: Path, targets: object, message: str) -> None:
+    torch.save({"inputs": torch.randn(5, 1, 8, 8), "labels": targets}, work / "d.pt")
+    code, out, err = run("analyze", "--data", "d.pt", "-o", "r")
+    assert refused(code, out, err, message), err
+
+
+def test_postscript_named_png_is_not_opened(work: Path) -> None:
+    pytest.importorskip("PIL")
+    folder = _image_folder(work, "none")
+    (folder / "cats" / "page.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    code, out, err = run("analyze", "--data", str(folder), "-o", "r")
+    assert refused(code, out, err, "is not a readable image"), err
+
+
+@pytest.mark.zoo
+def test_hf_index_naming_weights_outside_the_folder_is_refused(work: Path) -> None:
+    folder = work / "sharded"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(_bert_config()))
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": "../evil.bin"}}))
+    code, out, err = run("blocks", "hf:sharded")
+    assert refused(code, out, err, "names weights outside the folder"), err

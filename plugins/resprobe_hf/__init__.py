@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class HFAdapter:
     install = "pip install transformers"
 
     def build(self, name: str, *, trust: bool = False) -> resprobe.Loaded:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded
         import transformers
 
         path = Path(name).expanduser()
@@ -73,10 +75,14 @@ def _refuse_custom_code(name: str, path: Path) -> None:
     """Without --trust, a folder whose configs name Python code of its own is not loaded."""
     for file in ("config.json", "tokenizer_config.json", "processor_config.json",
                  "preprocessor_config.json"):
-        try:
-            data = json.loads((path / file).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        f = path / file
+        if not f.exists():
             continue
+        if not f.is_file() or f.stat().st_size > 16 << 20:
+            raise resprobe.SourceError(f"hf:{name}: {file} is not a regular JSON file of sane size; "
+                                       "replace it")
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError) as err:
             raise resprobe.SourceError(f"hf:{name}: {file} is not valid JSON ({_line(err)}); fix or "
                                        "remove it") from err
@@ -90,7 +96,18 @@ def _refuse_custom_code(name: str, path: Path) -> None:
 
 def _refuse_pickles(name: str, path: Path) -> None:
     """``*.bin`` weights must load without unpickling code (torch's weights-only reader)."""
-    for f in sorted(path.glob("*.bin")):
+    root = path.resolve()
+    for index in path.glob("*.index.json"):  # shards named by an index must lie in the folder
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError) as err:
+            raise resprobe.SourceError(
+                f"hf:{name}: {index.name} is not a valid index ({_line(err)})") from err
+        outside = [s for s in shards if not (path / str(s)).resolve().is_relative_to(root)]
+        if outside:
+            raise resprobe.SourceError(f"hf:{name}: {index.name} names weights outside the folder "
+                                       f"({ascii(outside[0])}); refused")
+    for f in sorted(path.rglob("*.bin")):
         try:
             torch.load(f, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError:
@@ -135,7 +152,7 @@ def _check_size(name: str, cls: Any, config: Any, trust: bool) -> None:
     except Exception as err:
         raise resprobe.SourceError(f"hf:{name}: transformers cannot build this config "
                                    f"({_line(err)})") from err
-    nbytes = sum(p.numel() * p.element_size() for p in shell.parameters())
+    nbytes = sum(t.numel() * t.element_size() for t in (*shell.parameters(), *shell.buffers()))
     resprobe.ensure_fits(nbytes, f"hf:{name} ({type(shell).__name__})",
                          "use a smaller config, or capture its structure on the meta device from Python")
 

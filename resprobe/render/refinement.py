@@ -3,6 +3,7 @@ box beside it labelled as a refinement step, coloured by a metric, repeats folde
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ METRICS: dict[str, tuple[str, str, str, str]] = {
     "branch_gain": ("gradients", "branch_gain", "branch gain", "{:.2f}"),
     "grad_norm": ("gradients", "grad_norm", "‖∂L/∂y‖", "{:.2e}"),
     "lesion": ("lesion", "loss_change", "lesion Δloss", "{:+.3f}"),
+}
+_MEANING = {  # what each colour metric is, in the legend
+    "update_ratio": "‖b‖ / ‖s‖, no unit", "block_influence": "1 − cos(s, y), no unit",
+    "branch_gain": "‖Jᵀδ‖ / ‖δ‖, no unit", "grad_norm": "gradient at the join, per sample",
+    "lesion": "loss change when the block is deleted",
 }
 _SHOWN = ("update_ratio", "block_influence", "branch_gain")
 _PALETTE = ["#2c7bb6", "#abd9e9", "#ffffbf", "#fdae61", "#d7191c"]  # low -> high
@@ -165,11 +171,13 @@ def refinement_dot(
     lines = [
         f"digraph {_quote(report.model.get('class') or 'model')} {{",
         "  rankdir=TB; newrank=true; nodesep=0.3; ranksep=0.25;",
-        '  node [fontname="Helvetica", fontsize=10]; edge [arrowsize=0.6];',
+        '  fontname="Helvetica"; node [fontname="Helvetica", fontsize=10]; '
+        'edge [arrowsize=0.6, fontname="Helvetica"];',
     ]
     for stream in report.streams:
         folding = fold if fold is not None else len(stream["blocks"]) > FOLD_ABOVE
-        units = _units(stream, by_name, layers.get(stream["id"], []))
+        # --no-fold shows every block: no grouping into layers either
+        units = _units(stream, by_name, [] if fold is False else layers.get(stream["id"], []))
         lines += _stream(stream, _fold(units, fold_min) if folding else units, by_name, color_by, lo, hi)
     lines += _concat([b for b in report.blocks if b["skip"] == "concat"])
     lines += _legend(color_by, lo, hi, bool(values))
@@ -187,7 +195,8 @@ def _stream(
 ) -> list[str]:
     """One stream's cluster: the spine of states, and a box per unit beside it."""
     sid = stream["id"]
-    title = f"stream {sid} · {len(stream['blocks'])} blocks"
+    n = len(stream["blocks"])
+    title = f"stream {sid} · {n} block{'' if n == 1 else 's'}"
     dot = '[shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];'
     lines = [
         f"  subgraph cluster_s{sid} {{",
@@ -198,6 +207,8 @@ def _stream(
         v = [x for x in (_value(by_name[n], color_by) for n in unit.names) if x is not None]
         fill = _colour(sum(v) / len(v) if v else None, lo, hi)
         shape = "box3d" if unit.count > 1 else "box"
+        labels = {by_name[n].get("label") for n in unit.names}
+        border = ', penwidth=2.5, color="#b2182b"' if "rebuild" in labels else ""  # seen without colour
         skips = {by_name[n]["skip"] for n in unit.names}
         spine = (
             'color="#e66101", style=dashed, penwidth=2, label=" projection", fontsize=9'
@@ -205,7 +216,7 @@ def _stream(
             else 'color="#555555", penwidth=3'
         )
         lines += [
-            f'    s{sid}_b{k} [shape={shape}, style="rounded,filled", fillcolor="{fill}", '
+            f'    s{sid}_b{k} [shape={shape}, style="rounded,filled", fillcolor="{fill}"{border}, '
             f"label={_quote(_unit_label(unit, by_name))}];",
             f"    s{sid}_{k} {dot}",
             f"    s{sid}_{k - 1} -> s{sid}_{k} [{spine}, weight=10];",
@@ -240,12 +251,20 @@ def _layers(report: Report) -> dict[int, list[dict[str, Any]]]:
 
 
 def _legend(metric: str, lo: float, hi: float, measured: bool) -> list[str]:
+    """The colour scale with the metric's name, definition and tick values, and how the
+    verdict shows without colour."""
     _, _, label, fmt = METRICS[metric]
     if not measured:
         return [f"  legend [shape=note, fontsize=9, label={_quote(f'colour: {label} (not measured)')}];"]
-    cells = "".join(f'<td bgcolor="{c}" width="18"> </td>' for c in _PALETTE)
-    text = f"{label}: {fmt.format(lo)} … {fmt.format(hi)}"
+    e = html.escape
+    k = len(_PALETTE)
+    cells = "".join(f'<td bgcolor="{c}" width="34" height="12"> </td>' for c in _PALETTE)
+    ticks = "".join(f'<td><font point-size="8">{e(fmt.format(lo + (hi - lo) * (j + 0.5) / k))}</font></td>'
+                    for j in range(k))
+    title = f"colour: {label} ({_MEANING[metric]}), low → high"
+    verdict = "each box names its verdict (refine / rebuild / idle); rebuild boxes have a thick red border"
     return [
-        f'  legend [shape=plaintext, fontsize=9, label=<<table border="0" cellspacing="0"><tr>{cells}'
-        f'</tr><tr><td colspan="{len(_PALETTE)}">{text}</td></tr></table>>];'
+        f'  legend [shape=plaintext, fontsize=9, label=<<table border="0" cellspacing="1">'
+        f'<tr><td colspan="{k}"><b>{e(title)}</b></td></tr><tr>{cells}</tr><tr>{ticks}</tr>'
+        f'<tr><td colspan="{k}">{e(verdict)}</td></tr></table>>];'
     ]
