@@ -78,6 +78,10 @@ def _task(output: Any, inputs: Inputs, targets: Any) -> Tensor:
             raise InputsError(f"float targets of shape {tuple(t.shape)} do not fit output {tuple(out.shape)}")
         return 0.5 * (out.float() - t.float().reshape(out.shape)).pow(2).reshape(out.shape[0], -1).mean(1)
     if out.dim() == t.dim() + 1:
+        kept = t[t != -100]
+        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= out.shape[-1]):
+            raise InputsError(f"class targets run from {int(kept.min())} to {int(kept.max())}, but the model "
+                              f"gives {out.shape[-1]} classes; check the data's labels")
         ce = F.cross_entropy(out.float().movedim(-1, 1) if out.dim() > 2 else out.float(), t.long(),
                              reduction="none", ignore_index=-100)
         return ce.reshape(out.shape[0], -1).mean(1)

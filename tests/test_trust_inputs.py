@@ -249,3 +249,9 @@ def test_hf_index_naming_weights_outside_the_folder_is_refused(work: Path) -> No
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": "../evil.bin"}}))
     code, out, err = run("blocks", "hf:sharded")
     assert refused(code, out, err, "names weights outside the folder"), err
+
+
+def test_class_targets_outside_the_model_are_one_line(work: Path) -> None:
+    torch.save({"inputs": torch.randn(4, 1, 8, 8), "labels": torch.tensor([0, 1, 10, 2])}, work / "d.pt")
+    code, out, err = run("analyze", "--data", "d.pt", "-o", "r")
+    assert refused(code, out, err, "class targets run from 0 to 10, but the model gives 10 classes"), err
