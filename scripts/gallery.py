@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -137,6 +138,16 @@ def _source(name: str) -> Callable[[], resprobe.Loaded]:
     return lambda: resprobe.load(name)
 
 
+def _vit() -> resprobe.Loaded:
+    """torchvision zero-initialises ViT's head, which leaves no gradient at any block; the page
+    gives the head small random weights instead (and says so)."""
+    loaded = resprobe.load("torchvision:vit_b_16")
+    head = loaded.model.heads.head
+    torch.nn.init.normal_(head.weight, std=0.02)
+    return replace(loaded, description=loaded.description + "; its zero-initialised head given "
+                   "normal(0, 0.02) weights so that gradients reach the blocks")
+
+
 def _digits_deep() -> tuple[resprobe.Loaded, resprobe.Data]:
     from resprobe.examples import digits_test_path
 
@@ -155,7 +166,7 @@ PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded
     ("digits-deep-resnet", "A 24-block residual network trained on digits", _digits_deep),
     ("minilm", "MiniLM-L6 (trained sentence encoder)", _minilm),
     ("resnet50", "torchvision ResNet-50", _source("torchvision:resnet50")),
-    ("vit-b-16", "torchvision ViT-B/16", _source("torchvision:vit_b_16")),
+    ("vit-b-16", "torchvision ViT-B/16", _vit),
     ("gpt2", "GPT-2 from a config", lambda: _hf("gpt2")),
     ("llama", "LLaMA from a config", lambda: _hf("llama")),
     ("densenet121", "torchvision DenseNet-121 (concat skips)", _source("torchvision:densenet121")),
@@ -173,7 +184,7 @@ def page(
     report = resprobe.analyze(loaded, data=data)
     folder = DOCS / slug
     folder.mkdir(parents=True)
-    report.save(folder, ("md",))
+    report.save(folder, ("md", "html"))
     md = folder / "report.md"
     weights = {
         "trained": "**trained**",
@@ -182,7 +193,9 @@ def page(
     }.get(report.model["weights"], "unknown")
     header = (
         f"# {title}\n\n{loaded.description or report.model['class']}. Weights: {weights}.\n\n"
-        f"Made with `python scripts/gallery.py` (resprobe {report.resprobe_version}).\n\n"
+        f"Made with `python scripts/gallery.py` (resprobe {report.resprobe_version}). The same "
+        "report as one self-contained page, with pan and zoom on the diagram: "
+        "[report.html](report.html).\n\n"
     )
     body = md.read_text(encoding="utf-8").split("\n", 1)[1]
     md.write_text(header + body, encoding="utf-8")
