@@ -6,6 +6,7 @@ from typing import Any
 
 from .blocks import Block, streams
 from .graph import Graph
+from .metrics import by_key
 from .report import Report
 from .verify import BlockCheck
 
@@ -46,7 +47,8 @@ def summary(report: Report) -> str:
 def _medians(result: Any) -> str:
     """The numbers behind the labels: median update ratio and block influence."""
     parts = []
-    for key, label in (("update_ratio", "update ratio"), ("block_influence", "block influence")):
+    for key in ("update_ratio", "block_influence"):
+        label = by_key("refinement", key).label
         values = sorted(v[key] for v in result.blocks.values() if v.get(key) is not None)
         if values:
             parts.append(f"{label} median {values[len(values) // 2]:.3g}")

@@ -113,3 +113,21 @@ def test_a_model_that_is_not_one_says_what_to_pass() -> None:
         resprobe.analyze("torchvision:resnet18")  # type: ignore[arg-type]
     with pytest.raises(resprobe.UsageError, match="needs example inputs"):
         resprobe.analyze(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+def test_every_per_block_number_is_in_the_metric_catalogue() -> None:
+    """The statistics, the probes and the renderers name metrics from one catalogue: whatever
+    the refinement and gradients probes report per block is defined there, and nothing else."""
+    from resprobe.metrics import CATALOGUE, of_probe
+    from resprobe.render.html import COLUMNS
+    from resprobe.render.refinement import METRICS
+
+    report = resprobe.analyze(resprobe.load("resprobe.examples:digits_resnet"),
+                              probes=("refinement", "gradients", "lesion"))
+    for probe in ("refinement", "gradients"):
+        result = report.result(probe)
+        assert result is not None
+        for values in result.blocks.values():
+            assert set(values) - {"samples"} == set(of_probe(probe)), probe
+    known = {(m.probe, m.key) for m in CATALOGUE}
+    assert {(c[1], c[2]) for c in COLUMNS} <= known and {(p, k) for p, k, _, _ in METRICS.values()} <= known

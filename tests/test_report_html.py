@@ -70,9 +70,9 @@ def test_no_chart_text_leaves_its_svg() -> None:
     charts = [
         bar_chart("loss change when each block is deleted", names, values),
         bar_chart("update ratio", ["a", "b"], [4.76e-3, 123456.0]),
-        line_chart("share by path length", {"estimate (magnitude)": [0.1, 0.5, 0.4],
-                                            "estimate (net)": [0.2, 0.5, 0.3], "exact (net)": [0.3, 0.4, 0.3]},
-                   x_label="path length"),
+        line_chart("share by path length",
+                   {"estimate (magnitude)": [0.1, 0.5, 0.4], "estimate (net)": [0.2, 0.5, 0.3],
+                    "exact (net)": [0.3, 0.4, 0.3]}, x_label="path length"),
         line_chart("gradient", {"g": [1e-9, 1e3, None, 5.0]}, log=True, x_label="step − 1"),
     ]
     for svg in charts:

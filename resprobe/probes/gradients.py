@@ -3,13 +3,13 @@ one backward pass."""
 
 from __future__ import annotations
 
+from ..metrics import of_probe
 from ..report import ProbeResult
 from . import ProbeContext
 
 __all__ = ["GradientsProbe", "probe"]
 
-KEYS = ("grad_norm", "skip_gain", "branch_gain", "iterative_cos", "lesion_first_order",
-        "param_grad_norm", "param_norm", "grad_weight_ratio")
+KEYS = of_probe("gradients")  # grad_norm, skip_gain, ...: resprobe/metrics.py
 
 
 class GradientsProbe:

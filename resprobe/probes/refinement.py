@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from ..metrics import of_probe
 from ..report import ProbeResult
 from . import ProbeContext
 
 __all__ = ["RefinementProbe", "probe"]
 
-KEYS = ("update_ratio", "update_ratio_std", "variance_ratio", "cos_branch_skip", "block_influence", "label")
+KEYS = of_probe("refinement")  # units, update_ratio, ... label: resprobe/metrics.py
 
 
 class RefinementProbe:
@@ -24,7 +25,7 @@ class RefinementProbe:
         if skipped is not None:
             return skipped
         m = context.measurement()
-        blocks = {name: {k: v[k] for k in ("samples", "units", *KEYS)} for name, v in m.blocks.items()}
+        blocks = {name: {k: v[k] for k in ("samples", *KEYS)} for name, v in m.blocks.items()}
         labels = [v["label"] for v in blocks.values()]
         s = context.settings
         summary = {

@@ -7,6 +7,7 @@ import html
 from typing import Any
 
 from ..errors import UsageError
+from ..metrics import by_key, table_columns
 from ..report import Report
 from .charts import bar_chart, line_chart
 from .dot import render
@@ -14,20 +15,8 @@ from .refinement import refinement_dot
 
 __all__ = ["COLUMNS", "charts", "diagram", "report_html"]
 
-# (header, probe, key, format)
-COLUMNS: list[tuple[str, str, str, str]] = [
-    ("update ratio", "refinement", "update_ratio", "{:.3f}"),
-    ("block influence", "refinement", "block_influence", "{:.4f}"),
-    ("cos(b, s)", "refinement", "cos_branch_skip", "{:.3f}"),
-    ("label", "refinement", "label", "{}"),
-    ("‖∂L/∂y‖", "gradients", "grad_norm", "{:.3e}"),
-    ("skip gain", "gradients", "skip_gain", "{:.3f}"),
-    ("branch gain", "gradients", "branch_gain", "{:.3f}"),
-    ("cos(b, ∂L/∂x)", "gradients", "iterative_cos", "{:.3f}"),
-    ("lesion Δloss", "lesion", "loss_change", "{:+.4f}"),
-    ("lesion agreement", "lesion", "agreement", "{:.3f}"),
-    ("attribution", "attribution", "attribution", "{:.4f}"),
-]
+# (header, probe, key, format), from the metric catalogue (resprobe/metrics.py)
+COLUMNS: list[tuple[str, str, str, str]] = [(m.label, m.probe, m.key, m.fmt) for m in table_columns()]
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -93,10 +82,9 @@ def charts(report: Report) -> list[tuple[str, str]]:
 def _refinement_charts(report: Report, names: list[str]) -> list[tuple[str, str]]:
     by = {b["name"]: b.get("metrics", {}) for b in report.blocks}
     out = []
-    for key, title in (
-        ("update_ratio", "update ratio ‖b‖/‖s‖ per block"),
-        ("block_influence", "block influence 1 − cos(s, y) per block"),
-    ):
+    for key in ("update_ratio", "block_influence"):
+        m = by_key("refinement", key)
+        title = f"{m.label} {m.unit} per block"
         values = [by[n].get("refinement", {}).get(key) for n in names]
         if any(v is not None for v in values):
             out.append((key, bar_chart(title, names, values)))

@@ -9,23 +9,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..metrics import colour_metrics
 from ..report import Report
 
 __all__ = ["METRICS", "refinement_dot"]
 
-# metric name -> (probe, key, label, format)
+# --color-by name -> (probe, key, label, format), from the metric catalogue (resprobe/metrics.py)
 METRICS: dict[str, tuple[str, str, str, str]] = {
-    "update_ratio": ("refinement", "update_ratio", "update ratio", "{:.2f}"),
-    "block_influence": ("refinement", "block_influence", "block influence", "{:.3f}"),
-    "branch_gain": ("gradients", "branch_gain", "branch gain", "{:.2f}"),
-    "grad_norm": ("gradients", "grad_norm", "‖∂L/∂y‖", "{:.2e}"),
-    "lesion": ("lesion", "loss_change", "lesion Δloss", "{:+.3f}"),
-}
-_MEANING = {  # what each colour metric is, in the legend
-    "update_ratio": "‖b‖ / ‖s‖, no unit", "block_influence": "1 − cos(s, y), no unit",
-    "branch_gain": "‖Jᵀδ‖ / ‖δ‖, no unit", "grad_norm": "gradient at the join, per sample",
-    "lesion": "loss change when the block is deleted",
-}
+    name: (m.probe, m.key, m.label, m.fmt_short) for name, m in colour_metrics().items()}
+_MEANING = {name: m.unit for name, m in colour_metrics().items()}  # what each colour is, in the legend
 _SHOWN = ("update_ratio", "block_influence", "branch_gain")
 _PALETTE = ["#2c7bb6", "#abd9e9", "#ffffbf", "#fdae61", "#d7191c"]  # low -> high
 FOLD_ABOVE = 24  # fold by default when a stream has more blocks than this
