@@ -95,6 +95,29 @@ def _tolerance(out: Tensor, ref: Tensor) -> float:
     return 8 * eps * max(1.0, float(ref.detach().double().abs().max()) if ref.numel() else 1.0)
 
 
+def _replay(loaded: Loaded, graph: Graph, blocks: list[Block], train: bool) -> _Checker:
+    """Replay the pass with a checker watching every join. A first pass that filled a cache
+    (an index table built once, an ``lru_cache``) records ops the later ones skip: then the
+    replay's own graph is checked instead, when it holds the same blocks."""
+    from .blocks import find_blocks
+
+    checker = _Checker(graph, blocks)
+    with torch.no_grad():
+        replay = record(loaded.model, loaded.inputs, watcher=checker, train=train)
+    if [n.op for n in replay.nodes] == [n.op for n in graph.nodes]:
+        return checker
+    again = find_blocks(replay)
+    if [b.name for b in again] == [b.name for b in blocks]:
+        checker = _Checker(replay, again)
+        with torch.no_grad():
+            second = record(loaded.model, loaded.inputs, watcher=checker, train=train)
+        if [n.op for n in second.nodes] == [n.op for n in replay.nodes]:
+            return checker
+    raise VerificationError(
+        "the replayed forward pass took a different path than the captured one; capture and "
+        "verify with the same inputs, and make the model deterministic (eval mode, fixed seed)")
+
+
 def verify_blocks(model: nn.Module | Loaded, inputs: Any, graph: Graph, blocks: list[Block],
                   *, strict: bool = True, train: bool = False) -> list[BlockCheck]:
     """Replay ``model`` on ``inputs`` and check each block numerically.
@@ -107,13 +130,7 @@ def verify_blocks(model: nn.Module | Loaded, inputs: Any, graph: Graph, blocks: 
     if graph.device == "meta" or not blocks:
         return []
     loaded = as_loaded(model, inputs, what="verify")
-    checker = _Checker(graph, blocks)
-    with torch.no_grad():
-        replay = record(loaded.model, loaded.inputs, watcher=checker, train=train)
-    if [n.op for n in replay.nodes] != [n.op for n in graph.nodes]:
-        raise VerificationError(
-            "the replayed forward pass took a different path than the captured one; capture and "
-            "verify with the same inputs, and make the model deterministic (eval mode, fixed seed)")
+    checker = _replay(loaded, graph, blocks, train)
     checks = [checker.checks.get(b.name) or BlockCheck(b.name, False, float("inf"), "join not seen")
               for b in blocks]
     bad = [c for c in checks if not c.ok]
