@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .blocks import Block
 from .data import Data
-from .errors import CaptureError, UsageError
+from .errors import AnalysisError, UsageError
 from .graph import Graph
 from .instrument import Gated, gated
 from .objective import Objective, choose_objective, main_output
@@ -136,6 +136,7 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
     sizes = curve_sizes(len(residual), points)
     sets = [(f"k={k}#{d}", rng.sample(range(len(residual)), k)) for k in sizes for d in range(draws)]
     chosen: Objective | None = None
+    rerouted: set[str] = set()
     batches, samples = data.batches, 0
     with gated(model, graph, blocks, train=train) as g:
         device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
@@ -151,6 +152,9 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
                 effects.add("full", {"loss": base})
                 lesions = [(b.name, [i]) for i, b in enumerate(residual)] + sets
                 for key, out in _deleted(g, inp, lesions, len(residual), replicas=1 if train else 0):
+                    if out is None:  # the deletion sent the model down another path: no comparison
+                        rerouted.add(key)
+                        continue
                     effects.add(key, _compare(full, out, chosen, inp, targets, base))
                 for name in modules:  # on the model itself: a deleted module may be a block's branch
                     with _module_deleted(g.model, name):
@@ -161,22 +165,24 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
     assert chosen is not None
     curve = []
     for k in sizes if draws else ():
-        rows = [effects.mean(f"k={k}#{d}") for d in range(draws)]
-        curve.append({"deleted": k, "draws": draws, **{key: round(sum(r[key] for r in rows) / draws, 8)
+        rows = [r for r in (effects.mean(f"k={k}#{d}") for d in range(draws)) if r]
+        if not rows:
+            continue
+        curve.append({"deleted": k, "draws": draws, **{key: round(sum(r[key] for r in rows) / len(rows), 8)
                                                       for key in rows[0]},
                       **{f"{key}_std": round(_std([r[key] for r in rows]), 8) for key in rows[0]}})
     return {"objective": {"name": chosen.name, "description": chosen.description},
             "loss": effects.mean("full").get("loss"), "samples": samples,
             "blocks": {b.name: effects.described(b.name) for b in residual},
             "modules": {name: effects.described(f"module:{name}") for name in modules},
-            "curve": curve}
+            "curve": curve, "rerouted": sorted(k for k in rerouted if not k.startswith("k="))}
 
 
 _MAX_ROWS = 4096  # samples per batched lesion pass
 
 
 def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
-             replicas: int = 0) -> Iterator[tuple[str, Tensor]]:
+             replicas: int = 0) -> Iterator[tuple[str, Tensor | None]]:
     """The model's main output with each lesion's blocks deleted. Several lesions share one
     forward pass, one per copy of the batch stacked along the first dimension, with a branch
     scale per sample (``replicas`` copies at most; 0 = as many as fit ``_MAX_ROWS``). In
@@ -185,10 +191,13 @@ def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
     per_pass = replicas or (max(1, _MAX_ROWS // max(size, 1)) if _stackable(inp, size) else 1)
     device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
 
-    def one(idx: list[int]) -> Tensor:
+    def one(idx: list[int]) -> Tensor | None:
         scales = torch.ones(n, device=device)
         scales[idx] = 0.0
-        return main_output(g.run(inp, scales))
+        try:
+            return main_output(g.run(inp, scales))
+        except AnalysisError:  # control flow that depends on values took another path: None
+            return None
 
     start = 0
     while start < len(lesions):
@@ -202,13 +211,14 @@ def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
             scales[r * size:(r + 1) * size, idx] = 0.0
         try:
             out = main_output(g.run(inp.repeat(len(chunk)), scales))
-        except (RuntimeError, CaptureError):  # dim 0 is not the batch inside the model (windows, rows)
+        except (RuntimeError, AnalysisError):  # dim 0 is not the batch inside (windows, rows), or rerouted
             per_pass = 1
             continue
         parts = []
         if out.shape[0] == len(chunk) * size:
             parts = [out[r * size:(r + 1) * size] for r in range(len(chunk))]
-        if start == 0 and parts and not _same(parts[0], one(chunk[0][1])):
+        alone = one(chunk[0][1]) if start == 0 and parts else None
+        if start == 0 and parts and (alone is None or not _same(parts[0], alone)):
             parts = []  # checked once: the copies of the batch interact
         if not parts:  # not batch-first, or the samples interact: one lesion per pass
             per_pass = 1

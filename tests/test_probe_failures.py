@@ -104,3 +104,32 @@ def test_blocks_prints_the_table_when_a_block_fails_verification(monkeypatch: py
     assert "verified 5/6" in result.stdout and "layers.1 FAILED" in result.stdout
     assert result.stdout.count("\n") >= 8  # the whole table
     assert "1 block(s) failed the numerical check" in result.stderr and result.stderr.count("\n") == 1
+
+
+class Rerouted(nn.Module):
+    """Deleting the first block flips a value-dependent branch (as torchvision's Mask R-CNN
+    does with its boxes): that lesion cannot be compared, the others still are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lift, self.fc = nn.Linear(D, D), nn.Linear(D, D)
+        with torch.no_grad():
+            self.lift.weight.zero_()
+            self.lift.bias.fill_(100.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x + self.lift(x)
+        h = h + torch.tanh(self.fc(h))
+        return h * 2 if bool(h.sum() > 0) else h - 1
+
+
+def test_a_lesion_that_changes_the_path_is_left_out_with_a_note() -> None:
+    torch.manual_seed(0)
+    model, x = Rerouted(), -torch.ones(3, D)
+    report = resprobe.analyze(model, x, probes=("verify", "lesion"))
+    lesion = report.result("lesion")
+    assert lesion is not None and not lesion.summary.get("failed")
+    first, second = (b["name"] for b in report.blocks)
+    assert "loss_change" not in lesion.blocks[first] and lesion.blocks[first]["samples"] == 0
+    assert lesion.blocks[second]["loss_change"] is not None
+    assert any("sent the model down another path" in n and first in n for n in lesion.notes)

@@ -33,8 +33,12 @@ class LesionProbe:
         summary = {"measured": len(got["blocks"]) + len(got["modules"]), "objective": got["objective"],
                    "loss": got["loss"], "curve": got["curve"], "modules": got["modules"],
                    "samples": got["samples"]}
-        notes = ("deletions run as extra forward passes (several per pass, stacked along the batch); "
-                 "activations before the deleted block are not reused",)
+        notes: tuple[str, ...] = ("deletions run as extra forward passes (several per pass, stacked along "
+                                  "the batch); activations before the deleted block are not reused",)
+        if got["rerouted"]:
+            notes += (f"deleting {len(got['rerouted'])} block(s) sent the model down another path (control "
+                      f"flow that depends on values), so they were not compared: "
+                      f"{', '.join(got['rerouted'][:4])}{' …' if len(got['rerouted']) > 4 else ''}",)
         return ProbeResult(self.name, summary, got["blocks"], notes)
 
 
