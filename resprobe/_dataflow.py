@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator
 
-from ._opclass import CAT, CONTRACTION, IDENTITY, SCALE, op_kind
+from ._opclass import ADD, CAT, CONTRACTION, IDENTITY, SCALE, op_kind
 from .graph import Graph
 
 __all__ = ["Dataflow"]
 
 _MAX_CHAIN = 32  # view-like ops followed upward from a join operand
-_MAX_PROJECTION = 4  # ops a projection shortcut may hold (pool, conv, norm, ...)
+_MAX_PROJECTION = 4  # ops a projection shortcut may hold (pool, conv, norm, ...), views aside
+_MAX_REGION = 48  # nodes a projection shortcut may hold, views included
 
 
 class Dataflow:
@@ -29,6 +31,7 @@ class Dataflow:
         self.data = [False] * n
         self.param_static = [False] * n  # static and built from a parameter (a transformed weight)
         self.parametric = [False] * n
+        self.weighted = [False] * n  # uses a weight, directly or through a static transform
         self.deps = [0] * n  # bitmask of the model inputs a node depends on
         self.weight = [0] * n  # parameter elements a node uses, directly or through static inputs
         self.inputs: list[tuple[int, ...]] = [()] * n
@@ -49,6 +52,7 @@ class Dataflow:
             self.data[node.id] = bool(data_in)
             weighted = bool(node.params) or any(self.param_static[i] for i in node.inputs)
             self.param_static[node.id] = weighted and not data_in
+            self.weighted[node.id] = weighted
             self.parametric[node.id] = bool(data_in) and (
                 weighted or self.kind[node.id] == CONTRACTION)
 
@@ -73,17 +77,33 @@ class Dataflow:
             cur = up
         return chain
 
-    def projection_chain(self, start: int) -> list[int]:
-        """Up to a few single-input ops above ``start`` (a candidate projection shortcut)."""
-        chain: list[int] = []
-        cur = start
-        while len(chain) < _MAX_PROJECTION:
-            up = self.unary(cur)
-            if up is None:
-                break
-            chain.append(up)
-            cur = up
-        return chain
+    def free(self, i: int) -> bool:
+        """A view-like op, one output of a split, or a concatenation: moves or regroups values
+        without computing new ones (costs nothing in a projection shortcut's budget)."""
+        return self.kind[i] in (IDENTITY, CAT) or self.graph.nodes[i].output_index is not None
+
+    def projection_forks(self, start: int) -> Iterator[tuple[int, set[int]]]:
+        """Candidate forks ``F`` of a projection shortcut ending at ``start``, nearest first, each
+        with the shortcut's nodes (``start`` included): ``start`` is computed from ``F`` alone
+        through at most a few ops that each read one tensor (pool, conv, norm), plus any number of
+        views, split parts and their concatenation (MViT's ``cat(cls, maxpool(rest))``)."""
+        region = {start}
+        cost = 0
+        pending = set(self.inputs[start])
+        top = start
+        while True:
+            if not self.free(top):
+                cost += 1
+                if cost > _MAX_PROJECTION or self.unary(top) is None:
+                    return
+            if len(pending) == 1:
+                yield next(iter(pending)), set(region)
+            if not pending or len(region) >= _MAX_REGION:
+                return
+            top = max(pending)
+            pending.discard(top)
+            region.add(top)
+            pending.update(j for j in self.inputs[top] if j not in region)
 
     def between(self, fork: int, end: int) -> set[int] | None:
         """Nodes on data paths from ``fork`` to ``end`` (``end`` included, ``fork`` not).
@@ -130,7 +150,8 @@ class Dataflow:
             if i > end or i in pure or (within is not None and i not in within):
                 continue
             ins = self.inputs[i]
-            if all(j in pure for j in ins) or (self.kind[i] == CAT and any(j in pure for j in ins)):
+            if all(j in pure for j in ins) or (self.kind[i] == CAT and any(j in pure for j in ins)) \
+                    or self.modulates(i, pure, fork) or self.attends(i, pure, fork):
                 if self.parametric[i]:
                     return True
                 pure.add(i)
@@ -138,15 +159,59 @@ class Dataflow:
                     heapq.heappush(heap, c)
         return False
 
+    def size(self, i: int) -> int | None:
+        """Element count of node ``i``'s output (None where its shape was not recorded)."""
+        shape = self.graph.nodes[i].shape
+        return None if shape is None else math.prod(shape)
+
+    def broadcast(self, i: int, into: int) -> bool:
+        """Whether node ``i``'s output is smaller than node ``into``'s (broadcast into it)."""
+        a, b = self.size(i), self.size(into)
+        return a is not None and b is not None and a < b
+
+    def modulates(self, i: int, pure: set[int], fork: int | None = None) -> bool:
+        """Node ``i`` is elementwise arithmetic of a value from ``pure`` (full-sized) with side
+        inputs: broadcast over it (adaLN's ``norm(x)·(1 + scale) + shift``, a time embedding
+        added per channel) or, for an add, not computed from ``fork`` (SAM's ``queries +
+        query_pe``, DETR's ``src + pos``: an embedding re-added at each layer). The value keeps
+        flowing; the side input only conditions it. An attention mask never carries its own
+        value this way: it is broadcast into the scores, or meets them in a product."""
+        if self.kind[i] not in (ADD, SCALE):
+            return False
+        shape = self.graph.nodes[i].shape
+        ins = self.inputs[i]
+        if shape is None or not any(j in pure and self.graph.nodes[j].shape == shape for j in ins):
+            return False
+        side = fork if self.kind[i] == ADD else None
+        return all(j in pure or self.broadcast(j, i) or (side is not None and self.independent(side, j))
+                   for j in ins)
+
+    def attends(self, i: int, pure: set[int], fork: int) -> bool:
+        """Node ``i`` is a weighted op whose main (first) input comes from ``pure`` and whose
+        other inputs are side inputs not computed from ``fork``: a fused cross-attention
+        ``mha(x, memory, memory)`` in a post-norm decoder layer, where nothing weighted reads
+        ``x`` alone. (A mask reaches a weighted op only as a side input, never as its first.)"""
+        ins = self.inputs[i]
+        return self.weighted[i] and bool(ins) and ins[0] in pure and all(
+            j in pure or self.independent(fork, j) for j in ins[1:])
+
+    def independent(self, fork: int, j: int) -> bool:
+        """Whether node ``j`` is not computed from ``fork`` (fork is no ancestor of it)."""
+        return bool(self.deps[fork] & ~self.deps[j]) or j < fork or self.between(fork, j) is None
+
     def heavy(self, nodes: Iterable[int]) -> int:
         """How many parametric (weighted or contracting) ops ``nodes`` hold."""
         return sum(1 for i in nodes if self.parametric[i])
 
-    def next_in_trunk(self, start: int, targets: set[int]) -> int | None:
-        """The first of ``targets`` computed from ``start`` alone (plus constants), if any.
+    def next_in_trunk(self, start: int, targets: set[int], fork: int | None = None) -> int | None:
+        """The first of ``targets`` that the residual stream reaches from ``start``, if any.
 
-        Follows the residual stream past a join: through post-norms, activations and views,
-        to the fork of the next block.
+        Follows the stream past a join: through ops computed from it alone (post-norms,
+        activations, views, transition convs), through a concatenation that carries it on in
+        part of its channels or tokens (DPN's ``cat([resid, dense])``, RexNet's ``cat([x[:, :c]
+        + x_in, x[:, c:]])``, a U-Net decoder's ``cat([h, skip])``), and through an add of a
+        further branch of the same block input ``fork`` (a parallel block's ``x + attn(ln x) +
+        mlp(ln x)``) or of a side input broadcast over it.
         """
         if start in targets:
             return start
@@ -155,7 +220,7 @@ class Dataflow:
         heapq.heapify(heap)
         while heap:
             i = heapq.heappop(heap)
-            if i in trunk or not all(j in trunk for j in self.inputs[i]):
+            if i in trunk or not self._carries(i, trunk, fork):
                 continue
             if i in targets:
                 return i
@@ -163,3 +228,18 @@ class Dataflow:
             for c in self.consumers[i]:
                 heapq.heappush(heap, c)
         return None
+
+    def _carries(self, i: int, trunk: set[int], fork: int | None) -> bool:
+        """Whether node ``i`` carries the stream (``trunk``) on."""
+        ins = self.inputs[i]
+        if all(j in trunk for j in ins):
+            return True
+        if self.kind[i] == CAT:
+            return any(j in trunk for j in ins)
+        if self.modulates(i, trunk):
+            return True
+        if self.kind[i] != ADD:
+            return False
+        shape = self.graph.nodes[i].shape
+        return any(j in trunk and self.graph.nodes[j].shape == shape for j in ins) and all(
+            j in trunk or (fork is not None and self.between(fork, j) is not None) for j in ins)

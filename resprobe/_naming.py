@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ._dataflow import Dataflow
-from ._opclass import CAT, IDENTITY, SCALE
+from ._opclass import CAT, CONTRACTION, IDENTITY, SCALE
 from .graph import Graph
 
 __all__ = ["block_name"]
@@ -43,7 +43,8 @@ def _core(flow: Dataflow, branch: tuple[int, ...], end: int) -> list[int]:
 def block_name(graph: Graph, flow: Dataflow, join: int, branch: tuple[int, ...], end: int) -> str:
     """The innermost module holding the branch and the join; or, when one child module holds
     most of the branch's weights and all that runs outside it is a single weighted op before
-    it (a pre-norm), that child. A concat skip is named by the module that concatenates."""
+    it that contracts nothing (a pre-norm), that child. A concat skip is named by the module
+    that concatenates."""
     nodes = graph.nodes
     if flow.kind[join] == CAT:
         return nodes[join].module or nodes[join].name
@@ -57,7 +58,8 @@ def block_name(graph: Graph, flow: Dataflow, join: int, branch: tuple[int, ...],
         best = max(weights, key=lambda c: weights[c])
         start = min(groups[best])
         rest = [i for c, ids in groups.items() if c != best for i in ids]
-        prenorm = all(i < start for i in rest) and flow.heavy(rest) <= 1
+        prenorm = all(i < start for i in rest) and flow.heavy(rest) <= 1 and not any(
+            flow.kind[i] == CONTRACTION for i in rest)  # a norm, not a conv or a linear
         if weights[best] and 2 * weights[best] > sum(flow.weight[i] for i in core) and prenorm:
             return _common([nodes[i].module for i in groups[best]])
     return owner or nodes[join].module or nodes[join].name

@@ -152,7 +152,7 @@ class Recorder(TorchFunctionMode):
 
     def add_input(self, name: str, t: Tensor) -> int:
         nid = len(self._raw)
-        self._raw.append(("input", f"input.{name}", "", 0, (), (), (), (), t.shape, t.dtype, False))
+        self._raw.append(("input", f"input.{name}", "", 0, (), (), (), (), t.shape, t.dtype, False, None))
         self._producer[id(t)] = (nid, weakref.ref(t), _version(t))
         if self.watcher is not None:
             self.watcher.after(nid, t)
@@ -163,18 +163,22 @@ class Recorder(TorchFunctionMode):
         return [raw[0] for raw in self._raw]
 
     def nodes(self) -> list[Node]:
-        """The recorded ops as ``Node``s with unique dotted names."""
+        """The recorded ops as ``Node``s with unique dotted names (``blk.split``, ``blk.split_1``;
+        the outputs of a multi-output op ``blk.chunk[0]``, ``blk.chunk[1]``)."""
         seen: dict[str, int] = {}
         out = []
+        name = ""
         for nid, (op, short, path, call, inputs, params, buffers, consts, shape, dtype,
-                  inplace) in enumerate(self._raw):
-            base = short if op == "input" or not path else f"{path}.{short}"
-            k = seen.get(base, 0)
-            seen[base] = k + 1
+                  inplace, index) in enumerate(self._raw):
+            if not index:  # a new call (not a further output of the last one)
+                base = short if op == "input" or not path else f"{path}.{short}"
+                k = seen.get(base, 0)
+                seen[base] = k + 1
+                name = base if k == 0 else f"{base}_{k}"
             dname = self._dtypes.get(dtype) or self._dtypes.setdefault(
                 dtype, str(dtype).replace("torch.", ""))
-            out.append(Node(nid, base if k == 0 else f"{base}_{k}", op, path, call, inputs,
-                            tuple(shape), dname, params, buffers, consts, inplace))
+            out.append(Node(nid, name if index is None else f"{name}[{index}]", op, path, call,
+                            inputs, tuple(shape), dname, params, buffers, consts, inplace, index))
         return out
 
     # -- module scopes ------------------------------------------------------------------
@@ -215,10 +219,12 @@ class Recorder(TorchFunctionMode):
             out = call(*args, **kwargs)
         except (RuntimeError, NotImplementedError):
             return self._failed(func, tensors)
+        seq = False
         if isinstance(out, Tensor):
             outs = [out]
         elif isinstance(out, (tuple, list)):
             outs = gather_tensors(out, [])
+            seq = True
         else:
             outs = []
         for o in outs:  # the usual case: every output is a new tensor, nothing was written
@@ -230,14 +236,14 @@ class Recorder(TorchFunctionMode):
             break
         else:
             if outs:
-                self._record(func, consts, kwargs, tensors, outs, [])
+                self._record(func, consts, kwargs, tensors, outs, [], seq)
                 return out
         # An input came back, or no tensor did: a pass-through, a value read, or a write.
         mutated = [t for t in tensors if self._written(t)]
         if not mutated and tensors and _writes_self(func) and self.producer(tensors[0]) is None:
             mutated = tensors[:1]  # a write into state made outside forward (a cache)
         if mutated or any(all(o is not t for t in tensors) for o in outs):
-            self._record(func, consts, kwargs, tensors, outs, mutated)
+            self._record(func, consts, kwargs, tensors, outs, mutated, seq)
         return out
 
     def _written(self, t: Tensor) -> bool:
@@ -263,7 +269,9 @@ class Recorder(TorchFunctionMode):
         raise  # noqa: PLE0704 - re-raises the error being handled by the caller
 
     def _record(self, func: Any, consts: list[float], kwargs: Any, tensors: list[Tensor],
-                outs: list[Tensor], mutated: list[Tensor]) -> None:
+                outs: list[Tensor], mutated: list[Tensor], seq: bool = False) -> None:
+        """Append the node(s) of one op: one node, or, for an op that returned a sequence of
+        new tensors (``split``, ``chunk``, ``unbind``), one node per output with its index."""
         op, short = _op_names(func)
         if short in _SHAPE_ONLY:
             tensors = []
@@ -286,30 +294,33 @@ class Recorder(TorchFunctionMode):
                     buffers.append(self.buffers[key])
         if kwargs:
             consts += [v for v in kwargs.values() if type(v) is float or type(v) is int]
-        results = mutated + [o for o in outs if all(o is not m for m in mutated)] if mutated else outs
-        first = results[0]
-        nid = len(self._raw)
         path, call = self.scope[-1]
-        self._raw.append((op, short, path, call, tuple(inputs),
-                          tuple(dict.fromkeys(params)) if params else (),
-                          tuple(dict.fromkeys(buffers)) if buffers else (),
-                          tuple(consts), first.shape, first.dtype, bool(mutated)))
-        if mutated:
-            for t in results:
-                producers[id(t)] = (nid, weakref.ref(t), _version(t))
-            for t in mutated:
-                base = t._base
-                if base is not None:  # writing through a view changes its base too
-                    producers[id(base)] = (nid, weakref.ref(base), _version(base))
-        else:
-            try:
-                for t in results:
-                    producers[id(t)] = (nid, weakref.ref(t), t._version)
-            except RuntimeError:  # an inference tensor: no version counter
-                for t in results:
-                    producers[id(t)] = (nid, weakref.ref(t), _version(t))
+        head = (op, short, path, call, tuple(inputs),
+                tuple(dict.fromkeys(params)) if params else (),
+                tuple(dict.fromkeys(buffers)) if buffers else (), tuple(consts))
+        if seq and not mutated:
+            for k, o in enumerate(outs):
+                self._append(head, o, False, k)
+            return
+        results = mutated + [o for o in outs if all(o is not m for m in mutated)] if mutated else outs
+        nid = self._append(head, results[0], bool(mutated), None, results[1:])
+        for t in mutated:
+            base = t._base
+            if base is not None:  # writing through a view changes its base too
+                producers[id(base)] = (nid, weakref.ref(base), _version(base))
+
+    def _append(self, head: tuple[Any, ...], out: Tensor, inplace: bool,
+                index: int | None, also: list[Tensor] | tuple[()] = ()) -> int:
+        """One raw node producing ``out`` (and ``also``); ``index``: its position among the
+        outputs of a multi-output op (node ``id - index`` is the call's first output)."""
+        nid = len(self._raw)
+        self._raw.append((*head, out.shape, out.dtype, inplace, index))
+        ref = weakref.ref
+        for t in (out, *also):
+            self._producer[id(t)] = (nid, ref(t), _version(t))
         if self.watcher is not None:
-            self.watcher.after(nid, first)
+            self.watcher.after(nid, out)
+        return nid
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,48 +109,71 @@ def streams(blocks: list[Block]) -> list[Stream]:
 
 def _residual(flow: Dataflow, join: int) -> _Found | None:
     a, b = flow.inputs[join][:2]
-    for skip_side, branch_side in ((a, b), (b, a)):
+    sides = [(s, o) for s, o in ((a, b), (b, a))
+             if not flow.broadcast(s, join) and _ends_branch(flow, o, join)]
+    for skip_side, branch_side in sides:
         chain = flow.view_chain(skip_side)
         for k, fork in enumerate(chain):
-            branch = _branch(flow, fork, branch_side)
+            branch = _branch(flow, fork, branch_side, chain[:k])
             if branch is not None:
                 return _Found(join, fork, skip_side, branch_side, tuple(sorted(chain[:k])),
                               tuple(sorted(branch)), "identity")
-    for skip_side, branch_side in ((a, b), (b, a)):
+    for skip_side, branch_side in sides:
         hit = _projection(flow, join, skip_side, branch_side)
         if hit is not None:
             return hit
     return None
 
 
-def _branch(flow: Dataflow, fork: int, end: int) -> set[int] | None:
-    """The branch from ``fork`` to ``end`` if ``fork`` is where a weighted branch starts."""
+def _ends_branch(flow: Dataflow, operand: int, join: int) -> bool:
+    """A branch's output is read by its join alone. One read elsewhere too is a state of the
+    stream, not a branch: SAM's ``queries + query_pe`` re-adds the prompt embedding to
+    ``queries``, which the layer reads on its own as well (its skip, its values)."""
+    return all(c == join for c in flow.consumers[operand])
+
+
+def _branch(flow: Dataflow, fork: int, end: int, skip: Iterable[int] = ()) -> set[int] | None:
+    """The branch from ``fork`` to ``end`` if ``fork`` is where a weighted branch starts.
+
+    Ops on the skip path (``skip``: between the fork and the skip operand) are shared by both
+    sides, not part of the branch: a weighted norm that both halves of RoPE's ``q·cos +
+    rotate_half(q)·sin`` read through is no branch of its own."""
     if not flow.feeds_weights(fork, end):
         return None
     branch = flow.between(fork, end)
-    if branch is None or not flow.feeds_weights(fork, end, within=branch):
+    if branch is None:
+        return None
+    branch.difference_update(skip)
+    if not flow.feeds_weights(fork, end, within=branch):
         return None
     return branch
 
 
 def _projection(flow: Dataflow, join: int, skip_side: int, branch_side: int) -> _Found | None:
-    """A short, shape-changing, parametric shortcut next to a strictly heavier branch (where
-    shapes are unknown, as in a TorchScript graph, the shape change cannot be required)."""
+    """A short, shape-changing shortcut next to a strictly heavier branch (where shapes are
+    unknown, as in a TorchScript graph, the shape change cannot be required). Views on the
+    shortcut cost nothing: MViT's ``maxpool`` between a reshape and a permute is one op."""
     shapes = flow.graph.nodes
-    path = flow.view_chain(skip_side)
-    for fork in flow.projection_chain(path[-1]):
-        branch = _branch(flow, fork, branch_side)
+    for fork, skip in flow.projection_forks(skip_side):
+        branch = _branch(flow, fork, branch_side, skip)
         if branch is None:
-            path.append(fork)
             continue
-        skip = path
         before, after = shapes[fork].shape, shapes[skip_side].shape
         reshaped = before != after or before is None  # graphs read from files may lack shapes
-        if flow.heavy(skip) and reshaped and flow.heavy(branch) > flow.heavy(skip):
+        computes = any(not flow.free(i) for i in skip)  # a pool or a conv, not only views
+        if computes and reshaped and _lighter(flow, skip, branch):
             return _Found(join, fork, skip_side, branch_side, tuple(sorted(skip)),
                           tuple(sorted(branch)), "projection")
         return None
     return None
+
+
+def _lighter(flow: Dataflow, skip: set[int], branch: set[int]) -> bool:
+    """A projection shortcut holds fewer weighted ops than the branch beside it, and fewer
+    weights (where sizes are known): otherwise the two are parallel branches summed, as in
+    ``attn_proj(attn(y)) + mlp_proj(gelu(y))``."""
+    ws, wb = (sum(flow.weight[i] for i in nodes) for nodes in (skip, branch))
+    return flow.heavy(branch) > flow.heavy(skip) and (ws == 0 or wb > ws)
 
 
 def _concat(flow: Dataflow, join: int) -> _Found | None:
@@ -161,7 +185,7 @@ def _concat(flow: Dataflow, join: int) -> _Found | None:
             continue
         chain = flow.view_chain(s)
         for k, fork in enumerate(chain):
-            branch = _branch(flow, fork, latest)
+            branch = _branch(flow, fork, latest, chain[:k])
             if branch is not None:
                 return _Found(join, fork, s, latest, tuple(sorted(chain[:k])),
                               tuple(sorted(branch)), "concat")
@@ -207,7 +231,7 @@ def _stream_order(flow: Dataflow, found: list[_Found]) -> dict[int, tuple[int, i
     nxt: dict[int, int] = {}
     has_prev: set[int] = set()
     for f in found:
-        fork = flow.next_in_trunk(f.join, set(by_fork) - {f.fork})
+        fork = flow.next_in_trunk(f.join, set(by_fork) - {f.fork}, f.fork)
         if fork is not None and by_fork[fork].join not in has_prev:
             nxt[f.join] = by_fork[fork].join
             has_prev.add(by_fork[fork].join)

@@ -16,7 +16,11 @@ class Node(NamedTuple):
 
     ``inputs`` are the nodes whose tensors this op read, in argument order (a tensor read
     twice appears twice); parameters and buffers are not nodes and appear by name in
-    ``params``/``buffers``. ``consts`` holds the plain numbers passed to the op.
+    ``params``/``buffers``. ``consts`` holds the plain numbers passed to the op. An op that
+    returns several tensors (``split``, ``chunk``, ``unbind``, ``max(x, dim)``) is one node per
+    output, consecutive, each with the op's inputs and ``output_index`` = the output's position
+    among the tensors returned (``layer1.split[0]``, ``layer1.split[1]``); it is None for an op
+    that returns one tensor.
     """
 
     id: int
@@ -31,6 +35,7 @@ class Node(NamedTuple):
     buffers: tuple[str, ...] = ()
     consts: tuple[float, ...] = ()
     inplace: bool = False
+    output_index: int | None = None
 
     @property
     def is_input(self) -> bool:
@@ -42,7 +47,7 @@ class Node(NamedTuple):
             "call": self.call, "inputs": list(self.inputs),
             "shape": None if self.shape is None else list(self.shape), "dtype": self.dtype,
             "params": list(self.params), "buffers": list(self.buffers),
-            "consts": list(self.consts), "inplace": self.inplace,
+            "consts": list(self.consts), "inplace": self.inplace, "output_index": self.output_index,
         }
 
 

@@ -103,6 +103,8 @@ class Instrument:
         self.consumers: dict[int, list[tuple[int, str, int]]] = {}
         readers: dict[int, list[int]] = {b.fork: [] for b in self.blocks}
         for node in graph.nodes:
+            if node.output_index:  # a further output of a multi-output op, read by its first node
+                continue
             for i in dict.fromkeys(node.inputs):
                 if i in readers:
                     readers[i].append(node.id)

@@ -283,7 +283,7 @@ def _assert_inert_markdown(md: str, hostile: list[str]) -> None:
 
 def _assert_inert_html(html: str) -> None:
     page = _page(html)
-    assert [t for t, _ in page.tags].count("script") == 1  # resprobe's own table sorter
+    assert [t for t, _ in page.tags].count("script") == 2  # resprobe's own: sorting, pan and zoom
     for tag, attrs in page.tags:
         assert not any(k.startswith("on") for k in attrs), (tag, attrs)
         for key in ("src", "href", "xlink:href"):
