@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from typing import Any
 import click
 
 from ._cli_text import block_json, block_table, summary
+from ._deadline import TimeUp, deadline
 from ._version import __version__
 from .analyze import DEFAULT_PROBES
 from .analyze import analyze as run_analysis
@@ -39,56 +38,6 @@ __all__ = ["main"]
 DEFAULT_SOURCE = "resprobe.examples:digits_resnet"
 
 
-class _TimeUp(BaseException):
-    """Raised by ``--timeout``; a BaseException so that no ``except Exception`` swallows it."""
-
-
-class _Deadline:
-    """``--timeout``: SIGALRM raises ``_TimeUp`` in the main thread when the time is up; a
-    forward pass stuck inside one native call is ended by a watchdog a little later."""
-
-    GRACE = 30.0
-
-    def __init__(self) -> None:
-        self.seconds: float | None = None
-        self.watchdog: threading.Timer | None = None
-        self.previous: Any = None
-
-    def option(self, ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
-        if value is not None and threading.current_thread() is threading.main_thread():
-            self.start(value)
-
-    def start(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.previous = signal.signal(signal.SIGALRM, self._expired)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        self.watchdog = threading.Timer(seconds + self.GRACE, self._abandon)
-        self.watchdog.daemon = True
-        self.watchdog.start()
-
-    def stop(self) -> None:
-        if self.seconds is None:
-            return
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.previous)
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        self.seconds = self.watchdog = None
-
-    def _message(self) -> str:
-        return (f"stopped after --timeout {self.seconds:g} s: loading or analysing the model did not "
-                "finish in time (a forward pass that never returns?); raise --timeout or check the model")
-
-    def _expired(self, _signum: int, _frame: Any) -> None:
-        raise _TimeUp(self._message())
-
-    def _abandon(self) -> None:
-        sys.stderr.write(f"error: {self._message()}\n")
-        sys.stderr.flush()
-        os._exit(2)
-
-
-_deadline = _Deadline()
 
 
 class _Group(click.Group):
@@ -102,7 +51,7 @@ class _Group(click.Group):
                 return super().invoke(ctx)
         except ResprobeError as err:
             self._fail(ctx, str(err), err.exit_code)
-        except _TimeUp as err:
+        except TimeUp as err:
             self._fail(ctx, str(err), 2)
         except click.UsageError as err:
             where = f"resprobe {err.ctx.info_name}" if err.ctx and err.ctx.parent else "resprobe"
@@ -112,7 +61,7 @@ class _Group(click.Group):
         except Exception as err:  # noqa: BLE001 - the CLI must never end in a bare traceback
             self._fail(ctx, f"internal error: {type(err).__name__}: {err}", 1)
         finally:
-            _deadline.stop()
+            deadline.stop()
 
     @staticmethod
     def _fail(ctx: click.Context, message: str, code: int) -> None:
@@ -173,7 +122,7 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
                      help="Seed for random weights and random inputs."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                     expose_value=False, is_eager=False, callback=_deadline.option,
+                     expose_value=False, is_eager=False, callback=deadline.option,
                      help="Stop with an error when loading and analysing take longer than this "
                           "(default: no limit)."),
         click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
@@ -326,7 +275,7 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     with session.progress(batches.batches, "measuring") as progress:
         report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,
                               objective=_objective(objective), settings=settings, progress=progress)
-    _deadline.stop()  # the report is written whole, never cut short
+    deadline.stop()  # the report is written whole, never cut short
     written = report.save(out, formats, plugins=_registry(ctx))
     click.echo(summary(report))
     for path in written:
