@@ -148,6 +148,54 @@ def _vit() -> resprobe.Loaded:
                    "normal(0, 0.02) weights so that gradients reach the blocks")
 
 
+def _sd_unet() -> resprobe.Loaded:
+    """A Stable-Diffusion-layout U-Net (diffusers ``UNet2DConditionModel``), small config."""
+    import diffusers
+
+    model = diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 64),
+        norm_num_groups=8, cross_attention_dim=32, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")).eval()
+    inputs = resprobe.Inputs((), {"sample": torch.randn(2, 4, 16, 16), "timestep": torch.tensor([10, 500]),
+                                  "encoder_hidden_states": torch.randn(2, 8, 32)})
+    return resprobe.Loaded(model, inputs, "random", "diffusers UNet2DConditionModel in Stable Diffusion's "
+                           "layout (cross-attention down/up blocks), small widths, random weights",
+                           inputs_description="random latents, two timesteps and a random text encoding")
+
+
+def _dit() -> resprobe.Loaded:
+    """A class-conditional DiT (diffusers ``DiTTransformer2DModel``, adaLN-Zero), small config."""
+    import diffusers
+
+    model = diffusers.DiTTransformer2DModel(num_attention_heads=4, attention_head_dim=16, in_channels=4,
+                                            num_layers=6, sample_size=16, patch_size=2,
+                                            num_embeds_ada_norm=10).eval()
+    for p in model.parameters():  # adaLN-Zero starts every gate at zero: no gradient would flow
+        if p.dim() > 0 and not p.any():
+            torch.nn.init.normal_(p, std=0.02)
+    inputs = resprobe.Inputs((), {"hidden_states": torch.randn(2, 4, 16, 16),
+                                  "timestep": torch.tensor([10, 500]), "class_labels": torch.tensor([1, 3])})
+    return resprobe.Loaded(model, inputs, "random", "diffusers DiTTransformer2DModel (adaLN-Zero blocks), "
+                           "6 layers, random weights; its zero-initialised gates and output given normal(0, "
+                           "0.02) weights so that gradients reach the blocks",
+                           inputs_description="random latents, two timesteps and two class labels")
+
+
+def _clip() -> resprobe.Loaded:
+    """open_clip's CLIP: a ViT image tower and a text transformer, small config."""
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(layers=4, width=64, head_width=16, patch_size=8, image_size=32, mlp_ratio=2.0)
+    text = CLIPTextCfg(context_length=16, vocab_size=100, width=64, heads=4, layers=4)
+    model = open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text).eval()
+    inputs = resprobe.Inputs((torch.randn(2, 3, 32, 32), torch.randint(0, 100, (2, 16))))
+    return resprobe.Loaded(model, inputs, "random", "open_clip CLIP (ViT image tower + text transformer, "
+                           "4 layers each), random weights",
+                           inputs_description="two random images and two random token sequences")
+
+
 def _digits_deep() -> tuple[resprobe.Loaded, resprobe.Data]:
     from resprobe.examples import digits_test_path
 
@@ -171,6 +219,9 @@ PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded
     ("llama", "LLaMA from a config", lambda: _hf("llama")),
     ("densenet121", "torchvision DenseNet-121 (concat skips)", _source("torchvision:densenet121")),
     ("unet", "A diffusion-style U-Net", _unet),
+    ("sd-unet", "Stable-Diffusion-layout U-Net (diffusers UNet2DConditionModel)", _sd_unet),
+    ("dit", "DiT: a diffusion transformer (diffusers, adaLN-Zero)", _dit),
+    ("clip", "CLIP (open_clip: image and text towers)", _clip),
 ]
 
 
