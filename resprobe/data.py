@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ._memory import ensure_fits
 from .errors import InputsError
-from .inputs import Inputs
+from .inputs import Inputs, nbytes
 
 __all__ = ["Data", "batch_size", "example_data", "load_data"]
 
@@ -141,8 +141,7 @@ def _tensors(p: Path, like: Inputs) -> tuple[Inputs, Any, str]:
 def _check_tensors(p: Path, inputs: Inputs, targets: Any) -> None:
     """Sizes as they will be materialised (a stride-0 ``expand`` is small on disk only), and
     targets that are one tensor with one entry per sample."""
-    total = sum(v.numel() * v.element_size() for _, v in inputs.named() if isinstance(v, Tensor))
-    ensure_fits(total, f"--data {p}", "pass a smaller file")
+    ensure_fits(nbytes(inputs), f"--data {p}", "pass a smaller file")
     if targets is None:
         return
     n = _batch_size(inputs)

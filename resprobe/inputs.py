@@ -12,7 +12,7 @@ import torch
 from ._memory import ensure_fits
 from .errors import InputsError
 
-__all__ = ["Inputs", "infer_inputs", "load_inputs", "parse_shape"]
+__all__ = ["Inputs", "infer_inputs", "load_inputs", "nbytes", "parse_shape"]
 
 _DTYPES = {
     "float32": torch.float32, "float": torch.float32, "float16": torch.float16,
@@ -115,10 +115,13 @@ def load_inputs(path: str) -> Inputs:
         raise InputsError(f"{path} is not a torch.save file ({type(err).__name__}); save the inputs "
                           "with torch.save") from err
     inputs = Inputs.of(value)
-    # as large as they will be once used: a stride-0 expand is small on disk only
-    size = sum(v.numel() * v.element_size() for _, v in inputs.named() if isinstance(v, torch.Tensor))
-    ensure_fits(size, f"the inputs in {path}", "save smaller example inputs")
+    ensure_fits(nbytes(inputs), f"the inputs in {path}", "save smaller example inputs")
     return inputs
+
+
+def nbytes(inputs: Inputs) -> int:
+    """How large the inputs' tensors are once used: a stride-0 ``expand`` is small on disk only."""
+    return sum(v.numel() * v.element_size() for _, v in inputs.named() if isinstance(v, torch.Tensor))
 
 
 def infer_inputs(model: torch.nn.Module) -> tuple[Inputs, str] | None:
