@@ -1,36 +1,99 @@
-"""resprobe: find every residual block in a PyTorch model and measure it as a refinement step."""
+"""resprobe: find every residual block in a PyTorch model and measure it as a refinement step.
 
-from ._memory import ensure_fits
+The public names below are imported on first use (``resprobe._lazy``): ``import resprobe``
+and the command line's ``--version`` and ``--help`` do not import torch."""
+
+import sys
+from typing import TYPE_CHECKING
+
+from ._lazy import LazyPackage
 from ._version import __version__
-from .analyze import DEFAULT_PROBES, analyze
-from .blocks import Block, Stream, find_blocks, streams
-from .capture import capture
-from .data import Data, example_data, load_data
-from .depth import exact_profile, sample_profile
-from .errors import (
-    AnalysisError,
-    CaptureError,
-    InputsError,
-    ResprobeError,
-    SourceError,
-    UsageError,
-    VerificationError,
-)
-from .graph import Graph, Node
-from .inputs import Inputs, infer_inputs, load_inputs
-from .instrument import Gated, gated
-from .lesion import lesion
-from .load import Loaded, load
-from .measure import Measurement, Settings, measure
-from .objective import Objective, choose_objective, main_output
-from .plugins import Adapter, Exporter, PluginInfo, Probe, Registry
-from .probes import ProbeContext
-from .render.dot import graph_dot
-from .render.dot import render as render_dot
-from .render.html import report_html
-from .render.refinement import refinement_dot
-from .report import ProbeResult, Report
-from .verify import BlockCheck, verify_blocks
+
+if TYPE_CHECKING:
+    from ._memory import ensure_fits
+    from .analyze import analyze
+    from .blocks import Block, Stream, find_blocks, streams
+    from .capture import capture
+    from .data import Data, example_data, load_data
+    from .depth import exact_profile, sample_profile
+    from .errors import (
+        AnalysisError,
+        CaptureError,
+        InputsError,
+        ResprobeError,
+        SourceError,
+        UsageError,
+        VerificationError,
+    )
+    from .gated import Gated, gated
+    from .graph import Graph, Node
+    from .inputs import Inputs, infer_inputs, load_inputs
+    from .lesion import lesion
+    from .load import Loaded, load
+    from .measure import Measurement, Settings, measure
+    from .objective import Objective, choose_objective, main_output
+    from .plugins import Adapter, Exporter, Option, PluginInfo, Probe, Registry
+    from .probes import DEFAULT_PROBES, ProbeContext
+    from .render.dot import graph_dot
+    from .render.dot import render as render_dot
+    from .render.html import report_html
+    from .render.refinement import refinement_dot
+    from .report import ProbeResult, Report
+    from .verify import BlockCheck, verify_blocks
+
+_LAZY = {  # public name: the module that defines it (":name" when named otherwise there)
+    "Adapter": ".plugins",
+    "AnalysisError": ".errors",
+    "Block": ".blocks",
+    "BlockCheck": ".verify",
+    "CaptureError": ".errors",
+    "DEFAULT_PROBES": ".probes",
+    "Data": ".data",
+    "Exporter": ".plugins",
+    "Gated": ".gated",
+    "Graph": ".graph",
+    "Inputs": ".inputs",
+    "InputsError": ".errors",
+    "Loaded": ".load",
+    "Measurement": ".measure",
+    "Node": ".graph",
+    "Objective": ".objective",
+    "Option": ".plugins",
+    "PluginInfo": ".plugins",
+    "Probe": ".plugins",
+    "ProbeContext": ".probes",
+    "ProbeResult": ".report",
+    "Registry": ".plugins",
+    "Report": ".report",
+    "ResprobeError": ".errors",
+    "Settings": ".measure",
+    "SourceError": ".errors",
+    "Stream": ".blocks",
+    "UsageError": ".errors",
+    "VerificationError": ".errors",
+    "analyze": ".analyze",
+    "capture": ".capture",
+    "choose_objective": ".objective",
+    "ensure_fits": "._memory",
+    "exact_profile": ".depth",
+    "example_data": ".data",
+    "find_blocks": ".blocks",
+    "gated": ".gated",
+    "graph_dot": ".render.dot",
+    "infer_inputs": ".inputs",
+    "lesion": ".lesion",
+    "load": ".load",
+    "load_data": ".data",
+    "load_inputs": ".inputs",
+    "main_output": ".objective",
+    "measure": ".measure",
+    "refinement_dot": ".render.refinement",
+    "render_dot": ".render.dot:render",
+    "report_html": ".render.html",
+    "sample_profile": ".depth",
+    "streams": ".blocks",
+    "verify_blocks": ".verify",
+}
 
 __all__ = [
     "Adapter",
@@ -49,6 +112,7 @@ __all__ = [
     "Measurement",
     "Node",
     "Objective",
+    "Option",
     "PluginInfo",
     "Probe",
     "ProbeContext",
@@ -85,3 +149,5 @@ __all__ = [
     "streams",
     "verify_blocks",
 ]
+
+sys.modules[__name__].__class__ = LazyPackage

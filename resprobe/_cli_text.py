@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .blocks import Block, streams
@@ -14,13 +15,12 @@ __all__ = ["block_json", "block_table", "summary"]
 
 
 def summary(report: Report) -> str:
-    blocks = report.blocks
-    residual = [b for b in blocks if b["skip"] != "concat"]
+    blocks, residual = report.blocks, report.residual
     check = report.result("verify")
     verified = ""
     if check and check.summary.get("checked"):
         verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
-    line = (f"{report.model['class']} ({report.model['weights']} weights): {len(residual)} residual "
+    line = (f"{report.model.class_name} ({report.model.weights} weights): {len(residual)} residual "
             f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
             f"skip(s){verified}")
     refinement = report.result("refinement")
@@ -30,11 +30,12 @@ def summary(report: Report) -> str:
         line += f"\nrefinement: {s['refine']} refine, {s['rebuild']} rebuild{idle}{_medians(refinement)}"
         if report.data:
             line += f" (on {report.data['measured_samples']} sample(s): {report.data['description']})"
-        if report.model.get("weights") == "random":
+        if report.model.weights == "random":
             line += "; random weights: this describes the initialisation, not learned refinement"
     gradients = report.result("gradients")
     if gradients and gradients.summary.get("measured") and report.objective:
-        gains = [v["branch_gain"] for v in gradients.blocks.values() if v["branch_gain"] is not None]
+        gains = [g for g in (b.metrics.gradients.branch_gain for b in residual if b.metrics.gradients)
+                 if g is not None]
         line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
                  f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
     line += _depth_summary(report)
@@ -87,7 +88,7 @@ def _depth_summary(report: Report) -> str:
     return out
 
 
-def _exact_text(exact: dict[str, Any] | None) -> str:
+def _exact_text(exact: Mapping[str, Any] | None) -> str:
     """``; exact profile: mean …, window […]``, saying when lengths above K were cut."""
     if not exact or exact.get("mean") is None:
         return ""
@@ -96,7 +97,7 @@ def _exact_text(exact: dict[str, Any] | None) -> str:
     return f"; exact profile: mean {exact['mean']:.1f}, window {exact['window']}{kept}"
 
 
-def _lesion_line(summary: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> str:
+def _lesion_line(summary: Mapping[str, Any], blocks: Mapping[str, Mapping[str, Any]]) -> str:
     """How many single deletions are harmless, on how many samples, and the worst one."""
     # numbers a model with NaN or inf weights could not give are None (see analyze._finite)
     worst = max(blocks.items(),

@@ -16,7 +16,7 @@ from torch import nn
 from .errors import SourceError
 from .graph import Graph, Node
 from .inputs import Inputs
-from .load import Loaded
+from .loaded import Loaded
 
 __all__ = ["ExportedGraph", "exported_graph", "load_exported"]
 

@@ -3,7 +3,7 @@ repeating layers of each stream (attention + MLP in a transformer)."""
 
 from __future__ import annotations
 
-from .blocks import Block
+from .blocks import Block, by_stream
 from .graph import Graph
 from .instrument import Instrument
 
@@ -55,13 +55,9 @@ class Plan:
         self.graph = graph
         self.blocks = [b for b in blocks if b.is_residual]
         pos = {b.name: k for k, b in enumerate(self.blocks)}
-        by_stream: dict[int, list[Block]] = {}
-        for b in self.blocks:
-            if b.stream is not None:
-                by_stream.setdefault(b.stream, []).append(b)
-        self.stream_ids = sorted(by_stream)
-        self.streams = [[pos[b.name] for b in sorted(by_stream[s], key=lambda b: b.step or 0)]
-                        for s in self.stream_ids]
+        chains = by_stream(self.blocks)
+        self.stream_ids = list(chains)
+        self.streams = [[pos[b.name] for b in chain] for chain in chains.values()]
         self.layers: list[tuple[str, list[int], int | None]] = []
         for idx in self.streams:
             for name, ks, out in layers(graph, [self.blocks[k] for k in idx]):

@@ -10,7 +10,7 @@ import torch
 
 from .errors import SourceError
 from .graph import Graph, Node
-from .load import Loaded
+from .loaded import Loaded
 
 __all__ = ["load_torchscript", "script_graph"]
 

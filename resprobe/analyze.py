@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +18,17 @@ from .inputs import Inputs
 from .load import Loaded, as_loaded
 from .measure import Settings
 from .probes import ProbeContext
-from .report import ProbeResult, Report
+from .report import (
+    BlockMetrics,
+    BlockReport,
+    GraphInfo,
+    InputInfo,
+    ModelInfo,
+    Numbers,
+    ProbeResult,
+    Report,
+    StreamInfo,
+)
 
 __all__ = ["DEFAULT_PROBES", "analyze"]
 
@@ -57,13 +67,12 @@ def analyze(model: nn.Module | Loaded, inputs: Any = None, *, probes: tuple[str,
     measured = ctx.cache.get("measurement")
     return Report(
         model=_model(loaded, inp, graph.device, ctx.settings.dtype),
-        graph={"model": graph.model, "nodes": len(graph), "edges": len(graph.edges),
-               "capture_seconds": round(graph.seconds, 4), "notes": list(graph.notes)},
-        streams=[{"id": s.id, "blocks": list(s.blocks)} for s in streams(blocks)],
-        blocks=[_block(b.to_dict(), results) for b in blocks],
-        results=results, notes=loaded.notes,
-        objective=None if measured is None else _clean(measured.objective, "", "", {}),
-        data=None if measured is None else _clean(measured.data, "", "", {}),
+        graph=GraphInfo(graph.model, len(graph), len(graph.edges), round(graph.seconds, 4), graph.notes),
+        streams=tuple(StreamInfo(s.id, s.blocks) for s in streams(blocks)),
+        blocks=tuple(_block(b.to_dict(), results) for b in blocks),
+        results=tuple(results), notes=loaded.notes,
+        objective=None if measured is None else Numbers(_clean(measured.objective, "", "", {})),
+        data=None if measured is None else Numbers(_clean(measured.data, "", "", {})),
     )
 
 
@@ -104,7 +113,7 @@ def _clean(value: Any, path: str, where: str, places: dict[str, list[str]]) -> A
         if where not in seen:
             seen.append(where)
         return None
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _clean(v, f"{path}.{k}" if path else str(k), where, places) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         cleaned = [_clean(v, path, where, places) for v in value]
@@ -132,27 +141,24 @@ def _run_probe(probe: Any, name: str, ctx: ProbeContext) -> ProbeResult:
         return ProbeResult(name, {"measured": 0, "failed": True}, {}, (f"failed: {name}: {why}",))
 
 
-def _block(d: dict[str, Any], results: list[ProbeResult]) -> dict[str, Any]:
-    d["metrics"] = {r.probe: r.blocks[d["name"]] for r in results if d["name"] in r.blocks}
-    d["label"] = d["metrics"].get("refinement", {}).get("label")
-    return d
+def _block(d: dict[str, Any], results: list[ProbeResult]) -> BlockReport:
+    metrics = BlockMetrics({r.probe: r.blocks[d["name"]] for r in results if d["name"] in r.blocks})
+    refinement = metrics.refinement
+    return BlockReport.from_dict({**d, "metrics": metrics,
+                                  "label": None if refinement is None else refinement.label})
 
 
-def _model(loaded: Loaded, inp: Inputs, device: str, dtype: str) -> dict[str, Any]:
+def _model(loaded: Loaded, inp: Inputs, device: str, dtype: str) -> ModelInfo:
     params = list(loaded.model.parameters())
-    return {
-        "source": loaded.source, "class": type(loaded.model).__name__,
-        "parameters": sum(p.numel() for p in params), "weights": loaded.weights,
-        "description": loaded.description, "seed": loaded.seed, "inputs": _describe(inp), "device": device,
-        "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
-        "autocast": None if dtype == "float32" else dtype,
-    }
+    return ModelInfo(
+        source=loaded.source, class_name=type(loaded.model).__name__,
+        parameters=sum(p.numel() for p in params), weights=loaded.weights,
+        description=loaded.description, seed=loaded.seed, inputs=_describe(inp), device=device,
+        dtype=str(params[0].dtype).replace("torch.", "") if params else None,
+        autocast=None if dtype == "float32" else dtype,
+    )
 
 
-def _describe(inp: Inputs) -> list[dict[str, Any]]:
-    out = []
-    for name, value in inp.named():
-        for t in gather_tensors([value], []):
-            out.append({"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
-                        "elements": math.prod(t.shape)})
-    return out
+def _describe(inp: Inputs) -> tuple[InputInfo, ...]:
+    return tuple(InputInfo(name, tuple(t.shape), str(t.dtype).replace("torch.", ""), math.prod(t.shape))
+                 for name, value in inp.named() for t in gather_tensors([value], []))

@@ -12,7 +12,7 @@ from ._naming import block_name
 from ._opclass import ADD, CAT, IDENTITY, SCALE
 from .graph import Graph
 
-__all__ = ["Block", "Stream", "find_blocks", "streams"]
+__all__ = ["Block", "Stream", "by_stream", "find_blocks", "streams"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,19 @@ def find_blocks(graph: Graph) -> list[Block]:
 
 def streams(blocks: list[Block]) -> list[Stream]:
     """The residual streams that ``blocks`` lie on, each with its blocks in step order."""
-    by_stream: dict[int, list[Block]] = {}
+    return [Stream(sid, tuple(b.name for b in bs)) for sid, bs in by_stream(blocks).items()]
+
+
+def by_stream(blocks: Iterable[Block]) -> dict[int, list[Block]]:
+    """The blocks of each residual stream, by stream id in increasing order, each stream's
+    blocks in step order (concat skips lie on no stream and are left out). The one place
+    blocks are grouped by stream: the report, the measurement plan and the depth profiles
+    read their streams from here."""
+    grouped: dict[int, list[Block]] = {}
     for b in blocks:
         if b.stream is not None:
-            by_stream.setdefault(b.stream, []).append(b)
-    return [Stream(sid, tuple(b.name for b in sorted(bs, key=lambda b: b.step or 0)))
-            for sid, bs in sorted(by_stream.items())]
+            grouped.setdefault(b.stream, []).append(b)
+    return {sid: sorted(bs, key=lambda b: b.step or 0) for sid, bs in sorted(grouped.items())}
 
 
 def _residual(flow: Dataflow, join: int) -> _Found | None:

@@ -2,42 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._cli_text import block_json, block_table, summary
 from ._deadline import TimeUp, deadline
 from ._version import __version__
-from .analyze import DEFAULT_PROBES
-from .analyze import analyze as run_analysis
-from .blocks import find_blocks
-from .capture import capture
-from .data import example_data, load_data
 from .errors import InputsError, ResprobeError, UsageError, VerificationError
-from .graph import Graph
-from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
-from .load import Loaded, load
-from .measure import DTYPES, REFINE_INFLUENCE, Settings
 from .objective import NAMES as OBJECTIVES
-from .plugins import DISABLE_ENV, Registry
+from .plugins import DISABLE_ENV, Option, Registry
+from .probes import DEFAULT_PROBES
 from .render.refinement import METRICS
-from .verify import BlockCheck, verify_blocks
+
+if TYPE_CHECKING:  # the commands import what needs torch when they run: --help and --version do not
+    from .graph import Graph
+    from .inputs import Inputs
+    from .load import Loaded
+    from .objective import ObjectiveFn
+    from .probes import ProbeContext
+    from .report import Report
+    from .verify import BlockCheck
 
 __all__ = ["main"]
 
 DEFAULT_SOURCE = "resprobe.examples:digits_resnet"
-
-
+DTYPES = ("float32", "bfloat16", "float16")  # resprobe.measure.DTYPES, named without importing torch
 
 
 class _Group(click.Group):
@@ -97,15 +96,31 @@ def main(ctx: click.Context, debug: bool, disabled: tuple[str, ...]) -> None:
 
 
 def _registry(ctx: click.Context) -> Registry:
-    obj = ctx.find_root().obj
-    if "registry" not in obj:
-        obj["registry"] = Registry(obj["disabled"])
-    reg: Registry = obj["registry"]
+    root = ctx.find_root()
+    if root.obj is None:  # a context made without running main (scripts/cli_reference.py)
+        root.obj = {"debug": False, "disabled": ()}
+    if "registry" not in root.obj:
+        root.obj["registry"] = Registry(root.obj["disabled"])
+    reg: Registry = root.obj["registry"]
     return reg
 
 
+@dataclass(frozen=True)
+class _Source:
+    """The model to load, as the options every loading command shares give it."""
+
+    source: str
+    arch: str | None
+    trust: bool
+    shapes: tuple[str, ...]
+    inputs_file: str | None
+    device: str
+    seed: int
+
+
 def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every command that loads a model shares."""
+    """The options every command that loads a model shares; the command gets the model's as
+    one ``_Source`` (its first argument after the context) and ``quiet``."""
     options = [
         click.argument("source", required=False, default=DEFAULT_SOURCE),
         click.option("--arch", metavar="SOURCE", help="Architecture for a state_dict file: any SOURCE form."),
@@ -127,9 +142,94 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "(default: no limit)."),
         click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
     ]
+
+    @functools.wraps(command)
+    def collected(*args: Any, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
+                  inputs_file: str | None, device: str, seed: int, **kwargs: Any) -> Any:
+        return command(*args, _Source(source, arch, trust, shapes, inputs_file, device, seed), **kwargs)
+
     for option in reversed(options):
-        command = option(command)
-    return command
+        collected = option(collected)
+    return collected
+
+
+_LINES = {  # what starts each phase of the analysis, on stderr: by the label its progress shows
+    "verifying": "verifying every block on real values",
+    "measuring": "measuring every block: one instrumented forward and backward pass per batch",
+    "depth": "measuring the effective depth of each stream",
+    "lesions": "deleting blocks one at a time and k at a time (lesions)",
+}
+_PROBE_PHASES: dict[str, str | None] = {  # probe: the label of its phase (None: no phase of its own)
+    "verify": "verifying", "refinement": None, "gradients": None,  # these two read the measurement
+    "depth": "depth", "lesion": "lesions",
+}
+
+
+class _Progress:
+    """Progress on stderr for the analysis: a line when a phase starts (``phase(label)``,
+    which ``ProbeContext.phase`` calls), then, on a terminal, a bar over the steps that
+    ``progress(done, total)`` reports (batches, lesions, depth steps), labelled with the phase."""
+
+    def __init__(self, file: Any = None):
+        self.file = file or sys.stderr
+        self.labels: list[str] = []
+        self.bar: Any = None
+        self.open = ExitStack()
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < 2 or not getattr(self.file, "isatty", bool)():  # in a log the phase's line says it
+            return
+        if self.bar is None or self.bar.length != total or done < self.bar.pos:
+            self._finish()
+            label = self.labels[-1] if self.labels else "working"
+            self.bar = self.open.enter_context(click.progressbar(length=total, label=label, file=self.file,
+                                                                 show_pos=True, show_percent=False))
+        self.bar.update(done - self.bar.pos)
+        if done >= total:
+            self._finish()
+
+    @contextmanager
+    def phase(self, label: str) -> Iterator[None]:
+        self._finish()
+        click.echo(_LINES.get(label, f"running {label}"), file=self.file)
+        self.labels.append(label)
+        try:
+            yield
+        finally:
+            self._finish()
+            self.labels.pop()
+
+    def _finish(self) -> None:
+        self.open.close()
+        self.bar = None
+
+
+class _Phased:
+    """The plugin registry as ``analyze()`` sees it from the CLI: each probe it gets runs as a
+    phase of ``progress`` (``ProbeContext.phase``), labelled by ``_PROBE_PHASES``."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def get(self, kind: str, name: str) -> Any:
+        plugin = self.registry.get(kind, name)
+        label = _PROBE_PHASES.get(name, name)
+        return plugin if kind != "probe" or label is None else _PhasedProbe(plugin, label)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+
+class _PhasedProbe:
+    def __init__(self, probe: Any, label: str):
+        self.probe, self.label = probe, label
+
+    def run(self, context: ProbeContext) -> Any:
+        with context.phase(self.label):
+            return self.probe.run(context)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.probe, name)
 
 
 class _Session:
@@ -140,37 +240,38 @@ class _Session:
         self.quiet = quiet
         self.inputs_description = ""
 
-    @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Callable[[int, int], None] | None]:
-        """A progress bar over batches on stderr (none when quiet or for a single batch)."""
-        if self.quiet or total < 2:
-            yield None
-            return
-        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-            yield lambda done, _total: bar.update(done - bar.pos)
+    def progress(self) -> _Progress | None:
+        """What shows the analysis' phases and steps (None when quiet)."""
+        return None if self.quiet else _Progress()
+
+    def plugins(self) -> Registry | _Phased:
+        """The registry to analyse with: each probe a phase of ``progress()`` unless quiet."""
+        return _registry(self.ctx) if self.quiet else _Phased(_registry(self.ctx))
 
     def say(self, message: str) -> None:
         if not self.quiet:
             click.echo(message, err=True)
 
-    def prepare(self, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
-                inputs_file: str | None, device: str, seed: int) -> tuple[Loaded, Inputs]:
+    def prepare(self, src: _Source) -> tuple[Loaded, Inputs]:
         import torch
 
+        from .inputs import Inputs, infer_inputs, load_inputs, parse_shape
+        from .load import load
+
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            given = load_inputs(inputs_file) if inputs_file else (
-                Inputs(tuple(parse_shape(s) for s in shapes)) if shapes else None)
+            torch.manual_seed(src.seed)
+            given = load_inputs(src.inputs_file) if src.inputs_file else (
+                Inputs(tuple(parse_shape(s) for s in src.shapes)) if src.shapes else None)
         if given is not None:
-            self.inputs_description = (f"inputs from {inputs_file}" if inputs_file
-                                       else f"random inputs of shape {', '.join(shapes)}")
-        self.say(f"loading {source}")
-        loaded = load(source, arch=arch, trust=trust, plugins=_registry(self.ctx), seed=seed)
+            self.inputs_description = (f"inputs from {src.inputs_file}" if src.inputs_file
+                                       else f"random inputs of shape {', '.join(src.shapes)}")
+        self.say(f"loading {src.source}")
+        loaded = load(src.source, arch=src.arch, trust=src.trust, plugins=_registry(self.ctx), seed=src.seed)
         inputs = given or loaded.inputs
         if inputs is None and loaded.graph is None:
             guess = infer_inputs(loaded.model)
             if guess is None:
-                raise InputsError(f"{source} supplied no example inputs and none could be inferred "
+                raise InputsError(f"{src.source} supplied no example inputs and none could be inferred "
                                   "from its first layer; pass --input-shape (e.g. 1x3x224x224) "
                                   "or --inputs FILE")
             inputs, how = guess
@@ -178,7 +279,7 @@ class _Session:
             self.inputs_description = how
         elif given is None:
             self.inputs_description = loaded.inputs_description
-        loaded, inputs = _to_device(loaded, inputs or Inputs(), device)
+        loaded, inputs = _to_device(loaded, inputs or Inputs(), src.device)
         return loaded, inputs
 
 
@@ -197,7 +298,49 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
     return replace(loaded, model=loaded.model.to(target)), inputs.to(target)
 
 
-@main.command()
+class _WithProbeOptions(click.Command):
+    """``analyze``: its own parameters, then the options the probes declare (``Option``, the
+    probes' ``options``), read from the plugin registry when the command line is parsed or
+    its help shown. An option whose flag or name is taken already (by the command or a probe
+    before it: the default probes first, then the others by name) is left out."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        own = super().get_params(ctx)  # self.params, then --help
+        registry = _registry(ctx)
+        obj = ctx.find_root().obj  # one list per run: parsing and --help read the same
+        if "probe_params" not in obj:
+            obj["probe_params"] = _probe_params(registry, self.params)
+        probe: list[click.Parameter] = obj["probe_params"]
+        return [*own[:len(self.params)], *probe, *own[len(self.params):]]
+
+
+def _probe_params(registry: Registry, taken: list[click.Parameter]) -> list[click.Parameter]:
+    names = {p.name for p in taken}
+    flags = {f for p in taken for f in p.opts}
+    infos = sorted(registry.infos_of("probe"), key=lambda p: (
+        DEFAULT_PROBES.index(p.name) if p.name in DEFAULT_PROBES else len(DEFAULT_PROBES), p.name))
+    params: list[click.Parameter] = []
+    for info in infos:  # a probe missing a dependency still shows its options: --help stays the same
+        for option in getattr(info.obj, "options", ()) if info.obj is not None else ():
+            if option.name in names or option.flag in flags:
+                continue
+            params.append(_click_option(option))
+            names.add(option.name)
+            flags.add(option.flag)
+    return params
+
+
+def _click_option(option: Option) -> click.Option:
+    """The click option for a probe's ``Option``."""
+    if option.type is bool and not option.multiple:
+        return click.Option([option.flag, option.name], is_flag=True, default=bool(option.default),
+                            help=option.help, metavar=option.metavar, show_default=option.show_default)
+    return click.Option([option.flag, option.name], type=option.type, default=option.default,
+                        multiple=option.multiple, help=option.help, metavar=option.metavar,
+                        show_default=option.show_default)
+
+
+@main.command(cls=_WithProbeOptions)
 @source_options
 @click.option("--out", "-o", default="resprobe-report", show_default=True, metavar="DIR",
               help="Directory to write the report into.")
@@ -223,32 +366,10 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
               help="Run the model under autocast in this dtype (statistics stay float32).")
 @click.option("--train", is_flag=True,
               help="Measure in train mode (dropout, batch statistics); buffers are restored afterwards.")
-@click.option("--refine-ratio", type=float, default=1.0, show_default=True,
-              help="A block refines when its update ratio is below this ...")
-@click.option("--refine-influence", type=float, default=REFINE_INFLUENCE, show_default=True,
-              help="... and its block influence 1 - cos(skip, output) is below this (default: a turn of "
-                   "30 degrees); else it rebuilds. Under 1% update ratio a block is idle.")
-@click.option("--exact", is_flag=True,
-              help="depth: also compute the exact path-length profile (about n/2 backward passes per batch).")
-@click.option("--max-length", type=click.IntRange(min=1), metavar="K",
-              help="depth: keep only path lengths <= K in the exact profile (exact for those kept).")
-@click.option("--sample", type=click.IntRange(min=0), default=0, metavar="N",
-              help="depth: Veit's sampler, N path patterns per length over all the data (one "
-                   "backward pass per pattern and batch).")
-@click.option("--validate", is_flag=True,
-              help="depth: compute the exact profile and report its distance to the estimate.")
-@click.option("--lesion-draws", type=click.IntRange(min=1), default=3, show_default=True,
-              help="lesion: random sets of k deleted blocks per k on the degradation curve.")
-@click.option("--lesion-module", "lesion_modules", multiple=True, metavar="NAME",
-              help="lesion: also delete this module (its output replaced by its input); repeatable. "
-                   "Works on networks without skips too.")
 @click.pass_context
-def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
-            inputs_file: str | None, device: str, seed: int, quiet: bool, out: str,
-            formats: tuple[str, ...], probes: tuple[str, ...], data: str | None, batch_size: int,
-            max_samples: int | None, objective: str, dtype: str, train: bool, refine_ratio: float,
-            refine_influence: float, exact: bool, max_length: int | None, sample: int, validate: bool,
-            lesion_draws: int, lesion_modules: tuple[str, ...]) -> None:
+def analyze(ctx: click.Context, /, src: _Source, quiet: bool, out: str, formats: tuple[str, ...],
+            probes: tuple[str, ...], data: str | None, batch_size: int, max_samples: int | None,
+            objective: str, dtype: str, train: bool, **probe_options: Any) -> None:
     """Analyse SOURCE and write a report directory (report.json, report.html, report.md).
 
     Captures one forward pass, finds every residual block and stream, checks each block on
@@ -258,23 +379,22 @@ def analyze(ctx: click.Context, source: str, arch: str | None, trust: bool, shap
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
     (default: the bundled example).
     """
+    from ._cli_text import summary
+    from .data import example_data, load_data
+    from .measure import Settings
     from .report import check_output_dir
 
     check_output_dir(out, _registry(ctx))  # before the long analysis, not after it
     given, probes = probes, _probe_list(probes)
     session = _Session(ctx, quiet)
-    loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    loaded, inputs = session.prepare(src)
     batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
                          max_samples=max_samples) if data else
                example_data(inputs, session.inputs_description or "the source's example inputs"))
-    settings = Settings(dtype=dtype, train=train, refine_ratio=refine_ratio,
-                        refine_influence=refine_influence, exact=exact, max_length=max_length, sample=sample,
-                        validate=validate,
-                        lesion_draws=lesion_draws, lesion_modules=lesion_modules)
+    settings = Settings(dtype=dtype, train=train).with_options(probe_options)  # probe_options: each Option
     session.say(f"capturing one forward pass of {type(loaded.model).__name__} and finding blocks")
-    with session.progress(batches.batches, "measuring") as progress:
-        report = run_analysis(loaded, inputs, probes=probes, plugins=_registry(ctx), data=batches,
-                              objective=_objective(objective), settings=settings, progress=progress)
+    report = run_analysis(loaded, inputs, probes=probes, plugins=session.plugins(), data=batches,
+                          objective=_objective(objective), settings=settings, progress=session.progress())
     deadline.stop()  # the report is written whole, never cut short
     written = report.save(out, formats, plugins=_registry(ctx))
     click.echo(summary(report))
@@ -309,13 +429,15 @@ def _probe_list(given: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def _objective(spec: str) -> Any:
-    """A built-in objective name, or the callable named by package.module:callable."""
+def _objective(spec: str) -> str | ObjectiveFn:
+    """A built-in objective name, or the callable named by package.module:callable (the
+    analysis turns either into a ``resprobe.Objective``, once: ``ProbeContext``)."""
     if spec in OBJECTIVES or ":" not in spec:
         return spec
     from .load import resolve_callable
 
-    return resolve_callable(spec, "objective")
+    fn: ObjectiveFn = resolve_callable(spec, "objective")
+    return fn
 
 
 @main.command()
@@ -325,16 +447,17 @@ def _objective(spec: str) -> Any:
               help="Replay the forward pass and check each block numerically "
                    "(join output == skip + branch).")
 @click.pass_context
-def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
-           inputs_file: str | None, device: str, seed: int, quiet: bool, as_json: bool,
-           verify: bool) -> None:
+def blocks(ctx: click.Context, src: _Source, quiet: bool, as_json: bool, verify: bool) -> None:
     """List the residual blocks of SOURCE.
 
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
     (default: the bundled example). See resprobe --help.
     """
+    from ._cli_text import block_json, block_table
+    from .blocks import find_blocks
+
     session = _Session(ctx, quiet)
-    loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    loaded, inputs = session.prepare(src)
     graph = _graph(session, loaded, inputs)
     found = find_blocks(graph)
     checks: dict[str, BlockCheck] = {}
@@ -377,15 +500,15 @@ def blocks(ctx: click.Context, source: str, arch: str | None, trust: bool, shape
 @click.option("--collapse", "collapse_modules", multiple=True, metavar="MODULE",
               help="ops: one box for this module instead of its ops (repeatable), e.g. --collapse layer1.")
 @click.pass_context
-def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
-          inputs_file: str | None, device: str, seed: int, quiet: bool, output: str, view: str,
-          fold: bool | None, fold_min: int, color_by: str, measure: bool, collapse_depth: int | None,
+def graph(ctx: click.Context, src: _Source, quiet: bool, output: str, view: str, fold: bool | None,
+          fold_min: int, color_by: str, measure: bool, collapse_depth: int | None,
           collapse_modules: tuple[str, ...]) -> None:
     """Draw SOURCE: its residual streams (refinement view) or its captured ops; write FILE.
 
     SOURCE: torchvision:NAME, timm:NAME, hf:DIR, a model file, or package.module:callable
     (default: the bundled example). See resprobe --help.
     """
+    from .blocks import find_blocks
     from .render.dot import graph_dot, render
     from .render.refinement import refinement_dot
 
@@ -393,7 +516,7 @@ def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes
     if suffix not in (".json", ".dot", ".gv", ".svg", ".png"):
         raise UsageError(f"cannot write {output!r}: use a .json, .dot, .gv, .svg or .png file name")
     session = _Session(ctx, quiet)
-    loaded, inputs = session.prepare(source, arch, trust, shapes, inputs_file, device, seed)
+    loaded, inputs = session.prepare(src)
     g = _graph(session, loaded, inputs)
     if suffix == ".json":
         Path(output).write_text(json.dumps(g.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -406,7 +529,7 @@ def graph(ctx: click.Context, source: str, arch: str | None, trust: bool, shapes
         if measure and loaded.graph is None:
             probes = ("refinement", "gradients") + (("lesion",) if color_by == "lesion" else ())
         report = run_analysis(replace(loaded, graph=g) if loaded.graph is None and not measure else loaded,
-                              inputs, probes=probes, plugins=_registry(ctx))
+                              inputs, probes=probes, plugins=session.plugins(), progress=session.progress())
         dot = refinement_dot(report, color_by=color_by, fold=fold, fold_min=fold_min)
     if suffix in (".dot", ".gv"):
         Path(output).write_text(dot, encoding="utf-8")
@@ -427,7 +550,23 @@ def plugins(ctx: click.Context) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
 
 
+def run_analysis(*args: Any, **kwargs: Any) -> Report:
+    """``resprobe.analyze``, imported when a command runs: ``--help`` does not import torch."""
+    from .analyze import analyze
+
+    return analyze(*args, **kwargs)
+
+
+def verify_blocks(*args: Any, **kwargs: Any) -> list[BlockCheck]:
+    """``resprobe.verify_blocks``, imported when ``blocks`` runs."""
+    from .verify import verify_blocks
+
+    return verify_blocks(*args, **kwargs)
+
+
 def _graph(session: _Session, loaded: Loaded, inputs: Inputs) -> Graph:
+    from .capture import capture
+
     if loaded.graph is not None:
         return loaded.graph
     session.say(f"capturing one forward pass of {type(loaded.model).__name__}")

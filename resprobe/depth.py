@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -24,13 +24,14 @@ from torch import Tensor, nn
 from ._dataflow import Dataflow
 from ._opclass import CONTRACTION
 from .blocks import Block
-from .capture import ModuleTree, forward, preserved, unwrap
+from .blocks import by_stream as stream_blocks
 from .data import Data, batch_size
 from .errors import AnalysisError
 from .graph import Graph
 from .inputs import Inputs
 from .instrument import Instrument, Mismatch
 from .objective import Objective, choose_objective
+from .session import ModuleTree, Session, Steps
 
 __all__ = ["estimate", "exact_profile", "parametric_depth", "path_counts", "poisson_binomial",
            "sample_profile", "stream_blocks", "summary", "total_variation"]
@@ -116,15 +117,6 @@ def parametric_depth(graph: Graph) -> int:
     return max((longest[i] for i in graph.outputs), default=max(longest, default=0))
 
 
-def stream_blocks(blocks: list[Block]) -> dict[int, list[Block]]:
-    """The residual blocks of each stream, in step order."""
-    out: dict[int, list[Block]] = {}
-    for b in blocks:
-        if b.is_residual and b.stream is not None:
-            out.setdefault(b.stream, []).append(b)
-    return {s: sorted(bs, key=lambda b: b.step or 0) for s, bs in sorted(out.items())}
-
-
 # -- passes with handles on every gate ------------------------------------------------------
 class _Handles:
     """Keeps the tensors of one pass the profile needs: gate outputs, join outputs, forks."""
@@ -151,7 +143,10 @@ class _Handles:
 
 
 @dataclass
-class _Pass:
+class _ForwardPass:
+    """One instrumented forward pass the profiles take gradients from: the plan it followed,
+    its handles on every gate, and its per-sample losses (with the objective they came from)."""
+
     plan: Instrument
     handles: _Handles
     losses: Tensor
@@ -159,74 +154,54 @@ class _Pass:
 
 
 class _Runner:
-    """Instrumented passes of one model (the caller holds ``_held``)."""
+    """Instrumented passes of one model; ``session`` holds it (the profiles enter it; ``tree``:
+    the model's module tree, when walked already)."""
 
-    def __init__(self, model: nn.Module, tree: ModuleTree, graph: Graph, blocks: list[Block],
+    def __init__(self, model: nn.Module, tree: ModuleTree | None, graph: Graph, blocks: list[Block],
                  objective: Any, copy: bool, train: bool = False):
-        self.model, self.tree, self.copy, self.train = model, tree, copy, train
+        self.session = Session(model, train=train, tree=tree)
+        self.model, self.copy = self.session.model, copy
         self.plan = self._plan(graph, blocks)
         self.spec = objective
         self.objective: Objective | None = None
+        self.mismatches: list[Mismatch] = []
 
     def _plan(self, graph: Graph, blocks: list[Block]) -> Instrument:
         residual = [b for b in blocks if b.is_residual]
         return Instrument(graph, residual, watch=tuple({b.fork for b in residual}), copy=self.copy)
 
-    def run(self, inp: Inputs, targets: Any) -> _Pass:
+    def run(self, inp: Inputs, targets: Any) -> _ForwardPass:
+        """One pass on a batch (on the model's device), with autograd on. A model that records
+        other ops with autograd on is captured again so, and its graph adopted."""
         with torch.enable_grad():
-            got = self._forward(inp)
-            if got is None:  # some models record other ops with autograd on: capture it so
-                from .blocks import find_blocks
-                from .capture import capture
-
-                names = [b.name for b in self.plan.blocks]
-                graph = capture(self.model, inp, grad=True, train=self.train)
-                plan = self._plan(graph, find_blocks(graph))
-                if [b.name for b in plan.blocks] == names:
-                    self.plan = plan
-                    got = self._forward(inp)
-            if got is None:
+            got = self.session.follow(inp, self.plan, lambda plan: self._forward(plan, inp), self._plan,
+                                      grad=True)
+            self.plan = got.plan
+            if got.result is None:
                 m = self.mismatches[0]
                 raise AnalysisError(f"the model took a different path than when it was captured (node "
                                     f"{m.node}: expected {m.expected}, got {m.got}); the path-length "
                                     "profile needs the captured path")
-            out, handles = got
+            out, handles = got.result
             if self.objective is None:
                 self.objective = choose_objective(self.spec, out, inp, targets, self.model)
             losses = self.objective.losses(out, inp, targets)
-        return _Pass(self.plan, handles, losses, self.objective)
+        return _ForwardPass(self.plan, handles, losses, self.objective)
 
-    def _forward(self, inp: Inputs) -> tuple[Any, _Handles] | None:
+    def _forward(self, plan: Instrument, inp: Inputs) -> tuple[Any, _Handles] | None:
+        """The output and the handles of one pass following ``plan`` (None: it left the graph)."""
         handles = _Handles()
-        self.mismatches: list[Mismatch] = []
-        anchor = torch.zeros((), device=_device(self.tree), requires_grad=True)
-        out, rec = forward(self.model, self.tree, inp, watcher=self.plan.watcher(handles),
-                           rewrite=lambda r: self.plan.rewrites(r, handles, anchor, self.mismatches))
-        return (out, handles) if self.plan.check(rec, self.mismatches) else None
+        anchor = torch.zeros((), device=self.session.device, requires_grad=True)
+        out, self.mismatches = self.session.instrumented(plan, inp, handles, anchor)
+        return None if self.mismatches else (out, handles)
 
 
 @contextmanager
 def _held(model: nn.Module, train: bool = False) -> Iterator[tuple[nn.Module, ModuleTree]]:
-    model, _ = unwrap(model)
-    tree = ModuleTree(model)
-    device = _device(tree)
-    with ExitStack() as stack:
-        stack.enter_context(preserved(model, tree, train))
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        stack.enter_context(torch.random.fork_rng(devices=cuda))
-        yield model, tree
-
-
-def _device(tree: ModuleTree) -> torch.device:
-    return next((p.device for p in tree.params.values()), torch.device("cpu"))
-
-
-def _on(tree: ModuleTree, inp: Inputs, targets: Any) -> tuple[Inputs, Any]:
-    """One batch on the model's device."""
-    device = _device(tree)
-    if device.type == "cpu":
-        return inp, targets
-    return inp.to(device), targets.to(device) if isinstance(targets, Tensor) else targets
+    """``model`` held by a ``Session``, as its unwrapped model and module tree (for driving a
+    ``_Runner`` by hand)."""
+    with Session(model, train=train) as session:
+        yield session.model, session.tree
 
 
 def _vjp(out: Tensor, inputs: list[Tensor], grads: Tensor) -> Tensor | None:
@@ -244,7 +219,7 @@ def _vjp(out: Tensor, inputs: list[Tensor], grads: Tensor) -> Tensor | None:
     return total
 
 
-def _input_grad(p: _Pass, i: int, fork: Tensor, total: Tensor) -> Tensor:
+def _input_grad(p: _ForwardPass, i: int, fork: Tensor, total: Tensor) -> Tensor:
     """``∂total/∂fork`` for the input of block ``i``; when the fork is a leaf that takes no
     gradient (the model's own input), the sum over the gates that read it."""
     if fork.requires_grad:
@@ -264,9 +239,10 @@ def _input_grad(p: _Pass, i: int, fork: Tensor, total: Tensor) -> Tensor:
 
 
 # -- the exact profile ------------------------------------------------------------------------
-def _stack(p: _Pass, chain: list[Block], total: Tensor, max_length: int) -> tuple[Tensor, Tensor]:
+def _stack(p: _ForwardPass, chain: list[Block], total: Tensor, max_length: int,
+           step: Callable[[], None] | None = None) -> tuple[Tensor, Tensor]:
     """``G[k]``, the gradient at the stream input through paths of length k (k <= max_length),
-    and autograd's own gradient there, for one pass."""
+    and autograd's own gradient there, for one pass; ``step()`` after each block."""
     index = {b.name: k for k, b in enumerate(p.plan.blocks)}
     chain = [p.plan.blocks[index[b.name]] for b in chain]  # node ids of the graph the pass followed
     h = p.handles
@@ -286,6 +262,8 @@ def _stack(p: _Pass, chain: list[Block], total: Tensor, max_length: int) -> tupl
             Gx[: skip.shape[0]] += skip
         if branch is not None:
             Gx[1: 1 + branch.shape[0]] += branch
+        if step is not None:
+            step()
         if t == 0:
             return Gx, _input_grad(p, i, fork, total)
         prev = index[chain[t - 1].name]
@@ -298,28 +276,30 @@ def _stack(p: _Pass, chain: list[Block], total: Tensor, max_length: int) -> tupl
 
 
 def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *,
-                  objective: Any = None, max_length: int | None = None,
-                  train: bool = False) -> dict[int, dict[str, Any]]:
+                  objective: Any = None, max_length: int | None = None, train: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, Any]]:
     """Per stream: the net gradient at the stream input through paths of each length, exact
     for every length kept (all, or ``k <= max_length``). About n²/2 branch vector-Jacobian
     products per batch (~n/2 backward passes). ``norms[k]`` is the mean over samples of
     ``‖G[k]‖``; ``check`` is ``‖Σ_k G[k] − ∂L/∂x‖ / ‖∂L/∂x‖`` (0 up to rounding when no
     length was cut and every path from the stream input to the loss runs along the stream).
     ``truncated_at`` is K when lengths above K were cut (else None): then ``mean``, ``std`` and
-    ``window`` describe the kept lengths only and do not compare with an uncut profile."""
+    ``window`` describe the kept lengths only and do not compare with an uncut profile.
+    ``progress(done, total)`` is called after each block of each stream, batch by batch."""
     chains = stream_blocks(blocks)
     sums: dict[int, Tensor] = {}
     checks: dict[int, float] = {}
     samples = 0
-    with _held(model, train) as (m, tree):
-        runner = _Runner(m, tree, graph, blocks, objective, copy=True, train=train)
+    step = Steps(progress, data.batches * sum(len(c) for c in chains.values()))
+    runner = _Runner(model, None, graph, blocks, objective, copy=True, train=train)
+    with runner.session as session:
         for inp, targets in data:
-            p = runner.run(*_on(tree, inp, targets))
+            p = runner.run(*session.on(inp, targets))
             total = p.losses.sum()
             samples += int(p.losses.shape[0])
             for sid, chain in chains.items():
                 K = len(chain) if max_length is None else min(max_length, len(chain))
-                stack, truth = _stack(p, chain, total, K)
+                stack, truth = _stack(p, chain, total, K, step)
                 norms = stack.reshape(stack.shape[0], stack.shape[1], -1).norm(dim=2).sum(1)
                 sums[sid] = norms if sid not in sums else sums[sid] + norms
                 if len(chain) == K:
@@ -344,7 +324,7 @@ def _patterns(n: int, k: int, samples: int, rng: random.Random) -> list[tuple[in
     return sorted(seen)
 
 
-def path_gradients(p: _Pass, chain: list[Block], patterns: list[tuple[int, ...]]) -> list[Tensor]:
+def path_gradients(p: _ForwardPass, chain: list[Block], patterns: list[tuple[int, ...]]) -> list[Tensor]:
     """The gradient at the stream input when only the branches in each pattern (positions
     along ``chain``) and the skips elsewhere pass gradient: one path pattern per backward."""
     index = {b.name: k for k, b in enumerate(p.plan.blocks)}
@@ -368,7 +348,8 @@ def path_gradients(p: _Pass, chain: list[Block], patterns: list[tuple[int, ...]]
 
 def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: Inputs | Data, *,
                    objective: Any = None, samples: int = 8, seed: int = 0, train: bool = False,
-                   targets: Any = None) -> dict[int, dict[str, Any]]:
+                   targets: Any = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, Any]]:
     """Per stream, Veit's measurement on every batch of ``inputs`` (a ``Data``, or one batch of
     ``Inputs`` with its ``targets``): for each length k, ``samples`` path patterns with k
     branches (all of them when there are fewer), drawn once and run on every batch, one
@@ -376,7 +357,8 @@ def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: 
     one path of length k per sample: the magnitudes are summed over all samples and divided by
     their number, so it does not depend on how the data is batched. ``log10_total[k]`` is that
     times ``C(n, k)``: the total magnitude over all paths of length k. ``samples`` and
-    ``batches``: what the measurement covered."""
+    ``batches``: what the measurement covered. ``progress(done, total)`` is called after each
+    path length of each stream, batch by batch."""
     data = inputs if isinstance(inputs, Data) else _one_batch(inputs, targets)
     chains = stream_blocks(blocks)
     rng = random.Random(seed)
@@ -385,13 +367,14 @@ def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: 
     sums = {sid: [0.0] * (len(c) + 1) for sid, c in chains.items()}
     rows = dict.fromkeys(chains, 0)
     covered = batches = 0
-    with _held(model, train) as (m, tree):
-        runner = _Runner(m, tree, graph, blocks, objective, copy=False, train=train)
+    step = Steps(progress, data.batches * sum(len(c) + 1 for c in chains.values()))
+    runner = _Runner(model, None, graph, blocks, objective, copy=False, train=train)
+    with runner.session as session:
         for inp, tgt in data:
-            p = runner.run(*_on(tree, inp, tgt))
+            p = runner.run(*session.on(inp, tgt))
             covered, batches = covered + batch_size(inp), batches + 1
             for sid, chain in chains.items():
-                got, n_rows = _magnitudes(p, chain, drawn[sid])
+                got, n_rows = _magnitudes(p, chain, drawn[sid], step)
                 sums[sid] = [a + b for a, b in zip(sums[sid], got)]
                 rows[sid] += n_rows
     return {sid: _sampled(sums[sid], drawn[sid], rows[sid], covered, batches) for sid in chains}
@@ -402,9 +385,11 @@ def _one_batch(inputs: Inputs, targets: Any) -> Data:
     return Data("example", "one batch", n, max(n, 1), lambda: iter([(inputs, targets)]))
 
 
-def _magnitudes(p: _Pass, chain: list[Block], drawn: list[list[tuple[int, ...]]]) -> tuple[list[float], int]:
+def _magnitudes(p: _ForwardPass, chain: list[Block], drawn: list[list[tuple[int, ...]]],
+                step: Callable[[], None] | None = None) -> tuple[list[float], int]:
     """Per length, the gradient magnitudes at the stream input summed over the patterns and
-    over the samples (rows) of this pass, in float64; and the number of rows."""
+    over the samples (rows) of this pass, in float64; and the number of rows. ``step()`` after
+    each length."""
     sums, rows = [], 0
     for pats in drawn:
         total = 0.0
@@ -412,6 +397,8 @@ def _magnitudes(p: _Pass, chain: list[Block], drawn: list[list[tuple[int, ...]]]
             rows = int(g.shape[0]) if g.dim() else 1
             total += float(g.reshape(rows, -1).double().norm(dim=1).sum())
         sums.append(total)
+        if step is not None:
+            step()
     return sums, rows
 
 

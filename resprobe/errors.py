@@ -6,7 +6,9 @@
     │   └── InputsError       example inputs that cannot be used
     └── AnalysisError         the analysis itself failed (exit code 1)
         ├── CaptureError      the recorded forward pass raised
-        └── VerificationError a detected block did not check out numerically
+        ├── VerificationError a detected block did not check out numerically
+        └── LayoutError       Graphviz could not lay out a diagram (it failed or crashed)
+            └── LayoutTimeout the layout ran past its time limit
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ __all__ = [
     "AnalysisError",
     "CaptureError",
     "InputsError",
+    "LayoutError",
+    "LayoutTimeout",
     "ResprobeError",
     "SourceError",
     "UsageError",
@@ -52,3 +56,12 @@ class CaptureError(AnalysisError):
 
 class VerificationError(AnalysisError):
     """A detected block did not satisfy ``join output == skip + branch`` on real values."""
+
+
+class LayoutError(AnalysisError):
+    """Graphviz (``dot``, or ``graphviz-pure``) failed or crashed laying out a diagram. Not the
+    user's fault: the DOT source resprobe wrote is still good, and can be written to a file."""
+
+
+class LayoutTimeout(LayoutError):
+    """The layout program ran past its time limit."""

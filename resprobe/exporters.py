@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 from .errors import UsageError
+from .render.html import report_html
+from .render.markdown import write_markdown
+from .render.parts import diagram
 from .report import Report
 
 __all__ = [
@@ -58,11 +61,13 @@ class HtmlExporter:
     writes: tuple[str, ...] = ("report.html",)
 
     def write(self, report: Report, directory: Path) -> Path:
-        from .render.html import report_html
-
         path = Path(directory) / "report.html"
         path.write_text(report_html(report), encoding="utf-8")
         return path
+
+    def fragment(self, report: Report) -> str:
+        """The report as an HTML fragment (styles scoped to it) for a notebook: ``Report._repr_html_``."""
+        return report_html(report, full=False)
 
 
 class MarkdownExporter:
@@ -74,8 +79,6 @@ class MarkdownExporter:
     writes: tuple[str, ...] = ("report.md", "report.svg", "report.dot", "report-charts/*.svg")
 
     def write(self, report: Report, directory: Path) -> Path:
-        from .render.markdown import write_markdown
-
         return write_markdown(report, Path(directory))
 
 
@@ -88,8 +91,6 @@ class SvgExporter:
     writes: tuple[str, ...] = ("report.svg", "report.dot")
 
     def write(self, report: Report, directory: Path) -> Path:
-        from .render.html import diagram
-
         svg, dot, _ = diagram(report)
         (Path(directory) / "report.dot").write_text(dot, encoding="utf-8")
         if svg is None:

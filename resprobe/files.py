@@ -1,5 +1,6 @@
 """Model files, sniffed by content: state_dicts and checkpoints, pickled modules (only when
-trusted), safetensors, TorchScript archives and ExportedPrograms."""
+trusted), safetensors, TorchScript archives and ExportedPrograms. A file of weights alone comes
+back as ``Weights``: ``load`` builds the architecture ``--arch`` names and fills it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pickletools
 import struct
 import zipfile
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SourceError
-from .load import Loaded
+from .loaded import Loaded
 
-__all__ = ["load_file", "sniff"]
+__all__ = ["Weights", "read_file", "sniff"]
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
                "weights", "params", "ema", "model_ema")
@@ -57,8 +58,44 @@ def sniff(path: Path) -> str:
     )
 
 
-def load_file(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None) -> Loaded:
-    """Load a model file; a state_dict needs ``arch``, a pickled module needs ``trust``."""
+@dataclass(frozen=True)
+class Weights:
+    """A state_dict read from ``source`` (a state_dict, checkpoint or safetensors file): weights
+    without the architecture. ``load`` checks ``--arch`` with ``check_arch``, builds it, and
+    puts the weights in with ``into``."""
+
+    source: str
+    state: dict[str, Tensor]  # module prefixes such as ``module.`` already stripped
+    what: str  # "state_dict", "checkpoint" or "safetensors file"
+    extra: tuple[str, ...] = ()  # what else a checkpoint holds (optimizer, epoch, ...)
+
+    def check_arch(self, arch: str | None) -> str:
+        """``arch`` when it can take these weights; else a ``SourceError`` says what to pass."""
+        state = self.state
+        if arch is None:
+            raise SourceError(
+                f"{self.source} is a {self.what} ({len(state)} tensors, "
+                f"{sum(t.numel() for t in state.values()):,} values; top-level names: "
+                f"{', '.join(_prefixes(state))}): weights without the architecture, so there is no "
+                "graph to capture; pass --arch SOURCE, e.g. --arch torchvision:resnet50"
+            )
+        if Path(arch).resolve() == Path(self.source).resolve():
+            raise SourceError(f"--arch must name the architecture, not {self.source} itself")
+        _check_arch_file(arch)
+        return arch
+
+    def into(self, target: Loaded, arch: str) -> Loaded:
+        """``target`` (the model ``arch`` built) with these weights loaded into it."""
+        notes = target.notes + _fit(self.source, self.state, target.model, arch)
+        if self.extra:
+            notes += (f"checkpoint also holds: {', '.join(self.extra)}",)
+        return Loaded(target.model, target.inputs, "unknown", f"{self.what} {self.source} loaded into {arch}",
+                      notes=notes)
+
+
+def read_file(source: str, *, trust: bool = False) -> Loaded | Weights:
+    """Read a model file: a ``Loaded``, or the ``Weights`` of a state_dict (they need an
+    architecture: ``load`` builds the one ``--arch`` names); a pickled module needs ``trust``."""
     path = Path(source)
     if not path.exists():
         raise SourceError(f"no such file: {source}")
@@ -70,7 +107,7 @@ def load_file(source: str, *, arch: str | None = None, trust: bool = False, plug
         raise SourceError(f"{source} is empty")
     kind = sniff(path)
     if kind == "safetensors":
-        return _state_dict(source, _safetensors(path), arch, "safetensors file", plugins)
+        return Weights(source, _strip_prefixes(_safetensors(path)), "safetensors file")
     if kind == "exported":
         from ._exported import load_exported
 
@@ -79,10 +116,10 @@ def load_file(source: str, *, arch: str | None = None, trust: bool = False, plug
         from ._torchscript import load_torchscript
 
         return load_torchscript(path, trust=trust)
-    return _torch_file(source, path, arch, trust, plugins)
+    return _torch_file(source, path, trust)
 
 
-def _torch_file(source: str, path: Path, arch: str | None, trust: bool, plugins: Any) -> Loaded:
+def _torch_file(source: str, path: Path, trust: bool) -> Loaded | Weights:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -106,10 +143,7 @@ def _torch_file(source: str, path: Path, arch: str | None, trust: bool, plugins:
             f"{source} holds a {type(obj).__name__}, not a model or a state_dict; save the model "
             "with torch.save(model.state_dict(), ...)"
         )
-    loaded = _state_dict(source, state, arch, "state_dict" if not extra else "checkpoint", plugins)
-    if extra:
-        loaded = replace(loaded, notes=loaded.notes + (f"checkpoint also holds: {', '.join(extra)}",))
-    return loaded
+    return Weights(source, _strip_prefixes(state), "checkpoint" if extra else "state_dict", tuple(extra))
 
 
 def _load_trusted(source: str, path: Path) -> Any:
@@ -170,27 +204,6 @@ def _safetensors(path: Path) -> dict[str, Tensor]:
         return dict(load_safetensors(str(path), device="cpu"))
     except Exception as err:
         raise SourceError(f"{path} is a corrupt safetensors file ({_first_line(err)})") from err
-
-
-def _state_dict(source: str, state: dict[str, Tensor], arch: str | None, what: str,
-                plugins: Any) -> Loaded:
-    state = _strip_prefixes(state)
-    if arch is None:
-        raise SourceError(
-            f"{source} is a {what} ({len(state)} tensors, {sum(t.numel() for t in state.values()):,} "
-            f"values; top-level names: {', '.join(_prefixes(state))}): weights without the "
-            "architecture, so there is no graph to capture; pass --arch SOURCE, e.g. "
-            "--arch torchvision:resnet50"
-        )
-    from .load import load
-
-    if Path(arch).resolve() == Path(source).resolve():
-        raise SourceError(f"--arch must name the architecture, not {source} itself")
-    _check_arch_file(arch)
-    target = load(arch, plugins=plugins)
-    notes = _fit(source, state, target.model, arch)
-    return Loaded(target.model, target.inputs, "unknown",
-                  f"{what} {source} loaded into {arch}", notes=target.notes + notes)
 
 
 def _check_arch_file(arch: str) -> None:

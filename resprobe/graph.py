@@ -91,7 +91,9 @@ class Graph:
         raise KeyError(f"no node named {name!r}")
 
     def to_networkx(self) -> nx.DiGraph:
-        """A fresh ``networkx.DiGraph``: node ids as nodes, node fields as attributes."""
+        """A fresh ``networkx.DiGraph`` (acyclic) for analyses resprobe does not do itself: node
+        ids as nodes, each with the fields of ``Node.to_dict()`` as attributes, and ``edges``
+        as its edges. See "Graphs in networkx" in docs/python-api.md."""
         g = nx.DiGraph()
         for node in self.nodes:
             g.add_node(node.id, **node.to_dict())

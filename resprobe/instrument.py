@@ -10,8 +10,7 @@ are computed out of place inside that pass only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +21,7 @@ from ._recorder import Recorder, Rewrite, Watcher, _op_names
 from .blocks import Block
 from .graph import Graph
 
-__all__ = ["Gate", "Gated", "Instrument", "Listener", "Mismatch", "gated"]
+__all__ = ["Gate", "Instrument", "Listener", "Mismatch"]
 
 SKIP, BRANCH = "skip", "branch"
 
@@ -118,7 +117,7 @@ class Instrument:
                     self.sites[c].roles.append((b.fork, role, i))
                 else:
                     self.consumers.setdefault(c, []).append((b.fork, role, i))
-        self.last: _Pass | None = None
+        self.last: _PassRewrites | None = None
         self.branch_forward: dict[int, float | Tensor] = {}
         self.skip_backward: dict[int, float | Tensor] = {}
         self.branch_backward: dict[int, float | Tensor] = {}
@@ -126,7 +125,7 @@ class Instrument:
     def rewrites(self, recorder: Recorder, listener: Listener, anchor: Tensor,
                  mismatches: list[Mismatch]) -> dict[int, Rewrite]:
         """The recorder's rewrite table for one pass."""
-        pass_ = _Pass(self, recorder, listener, anchor, mismatches)
+        pass_ = _PassRewrites(self, recorder, listener, anchor, mismatches)
         self.last = pass_
         table: dict[int, Rewrite] = {}
         for nid, site in self.sites.items():
@@ -184,7 +183,7 @@ _PLAIN_ADDS = frozenset({"Tensor.add_", "Tensor.__iadd__", "Tensor.__add__", "Te
                          "torch.add"})
 
 
-class _Pass:
+class _PassRewrites:
     """The rewrites of one instrumented pass (they share its listener and anchor)."""
 
     def __init__(self, plan: Instrument, recorder: Recorder, listener: Listener, anchor: Tensor,
@@ -316,85 +315,3 @@ def _left(scale: float | Tensor, like: Tensor) -> float | Tensor:
             scale = scale.reshape(*scale.shape, *([1] * (like.dim() - scale.dim())))
         return scale.to(like.dtype)
     return scale
-
-
-class _Silent:
-    """A listener that keeps nothing (for passes that only need the output)."""
-
-    def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
-        pass
-
-    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
-        pass
-
-    def entered(self, i: int, role: str, grad: Tensor) -> None:
-        pass
-
-    def node(self, node_id: int, out: Tensor) -> None:
-        pass
-
-
-class Gated:
-    """The model with a scale on every residual branch (see ``gated``)."""
-
-    def __init__(self, model: Any, tree: Any, plan: Instrument, train: bool = False):
-        self.model, self.tree, self.plan, self.train = model, tree, plan, train
-        self.names = [b.name for b in plan.blocks]
-        self.mismatches: list[Mismatch] = []
-
-    def run(self, inputs: Any, scales: Tensor | None = None) -> Any:
-        """The model's output on ``inputs`` with block i's branch multiplied by ``scales[..., i]``
-        (shape ``[n_blocks]``, or ``[N, n_blocks]`` for one scale per sample; None = 1).
-        Gradients flow to ``scales``. Raises ``AnalysisError`` if the model took another path
-        than the captured graph."""
-        from .errors import AnalysisError
-        from .inputs import Inputs
-
-        inp = Inputs.of(inputs)
-        out, ok = self._run(inp, scales)
-        if not ok:  # re-capture with the current grad mode; adopt it if its blocks are the same
-            from .blocks import find_blocks
-            from .capture import capture
-
-            graph = capture(self.model, inp, grad=torch.is_grad_enabled(), train=self.train)
-            plan = Instrument(graph, find_blocks(graph))
-            if [b.name for b in plan.blocks] == self.names:
-                self.plan = plan
-                out, ok = self._run(inp, scales)
-        if not ok:
-            m = self.mismatches[0]
-            raise AnalysisError(f"the model took a different path than when it was captured (node {m.node}: "
-                                f"expected {m.expected}, got {m.got}); capture it on inputs of the same kind")
-        return out
-
-    def _run(self, inp: Any, scales: Tensor | None) -> tuple[Any, bool]:
-        from .capture import forward
-
-        plan = self.plan
-        plan.branch_forward.clear()
-        if scales is not None:
-            for i in range(len(self.names)):
-                plan.branch_forward[i] = scales[..., i]
-        self.mismatches = []
-        anchor = torch.zeros(())
-        try:
-            out, recorder = forward(self.model, self.tree, inp,
-                                    rewrite=lambda rec: plan.rewrites(rec, _Silent(), anchor,
-                                                                      self.mismatches))
-        finally:
-            plan.branch_forward.clear()
-        return out, plan.check(recorder, self.mismatches)
-
-
-@contextmanager
-def gated(model: Any, graph: Graph, blocks: list[Block], *, train: bool = False) -> Iterator[Gated]:
-    """A scope in which ``g.run(inputs, scales)`` runs ``model`` with each residual branch
-    of ``blocks`` scaled (0 deletes a block, 1 leaves it). The model is restored on exit
-    (training flags, buffers, RNG state); nothing stays installed on it."""
-    from .capture import ModuleTree, preserved, unwrap
-
-    model, _ = unwrap(model)
-    tree = ModuleTree(model)
-    devices = sorted({p.device.index or 0 for p in tree.params.values() if p.is_cuda})
-    with preserved(model, tree, train), torch.random.fork_rng(devices=devices):
-        yield Gated(model, tree, Instrument(graph, blocks), train)

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from .blocks import Block
 from .data import Data
 from .errors import AnalysisError, UsageError
+from .gated import Gated, gated
 from .graph import Graph
-from .instrument import Gated, gated
 from .objective import Objective, choose_objective, main_output
+from .session import Steps
 
 __all__ = ["PROPORTIONS", "curve_sizes", "lesion", "wilson_interval"]
 
@@ -129,20 +130,21 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
     classifying objectives ``kl`` (KL(full ‖ lesioned) of the softmax), ``agreement`` (top-1
     unchanged) and ``accuracy`` against targets when the data has them. ``samples``: how many
     samples each mean covers (in the result and per block and module), with a Wilson 95%
-    interval for each proportion (``agreement_interval``, ``accuracy_interval``, …)."""
+    interval for each proportion (``agreement_interval``, ``accuracy_interval``, …).
+    ``progress(done, total)`` is called after each lesion (block, set or module), batch by batch."""
     effects = _Effects()
     rng = random.Random(seed)
     residual = [b for b in blocks if b.is_residual]
     sizes = curve_sizes(len(residual), points)
     sets = [(f"k={k}#{d}", rng.sample(range(len(residual)), k)) for k in sizes for d in range(draws)]
+    lesions = [(b.name, [i]) for i, b in enumerate(residual)] + sets
     chosen: Objective | None = None
     rerouted: set[str] = set()
-    batches, samples = data.batches, 0
+    samples = 0
+    step = Steps(progress, data.batches * (len(lesions) + len(modules)))
     with gated(model, graph, blocks, train=train) as g:
-        device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
-        for step, (inp, targets) in enumerate(data):
-            inp = inp.to(device)
-            targets = targets.to(device) if isinstance(targets, Tensor) else targets
+        for batch in data:
+            inp, targets = g.session.on(*batch)
             with torch.no_grad():
                 full = g.run(inp)
                 if chosen is None:
@@ -150,18 +152,17 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
                 base = chosen.losses(full, inp, targets)
                 samples += int(main_output(full).shape[0])
                 effects.add("full", {"loss": base})
-                lesions = [(b.name, [i]) for i, b in enumerate(residual)] + sets
                 for key, out in _deleted(g, inp, lesions, len(residual), replicas=1 if train else 0):
                     if out is None:  # the deletion sent the model down another path: no comparison
                         rerouted.add(key)
-                        continue
-                    effects.add(key, _compare(full, out, chosen, inp, targets, base))
+                    else:
+                        effects.add(key, _compare(full, out, chosen, inp, targets, base))
+                    step()
                 for name in modules:  # on the model itself: a deleted module may be a block's branch
                     with _module_deleted(g.model, name):
                         out = g.model(*inp.args, **inp.kwargs)
                     effects.add(f"module:{name}", _compare(full, out, chosen, inp, targets, base))
-            if progress is not None:
-                progress(step + 1, batches)
+                    step()
     assert chosen is not None
     curve = []
     for k in sizes if draws else ():
@@ -189,7 +190,7 @@ def _deleted(g: Gated, inp: Any, lesions: list[tuple[str, list[int]]], n: int,
     train mode samples are not independent (batch statistics): there, one lesion per pass."""
     size = next((int(v.shape[0]) for _, v in inp.named() if isinstance(v, Tensor) and v.dim()), 1)
     per_pass = replicas or (max(1, _MAX_ROWS // max(size, 1)) if _stackable(inp, size) else 1)
-    device = next((p.device for p in g.model.parameters()), torch.device("cpu"))
+    device = g.session.device
 
     def one(idx: list[int]) -> Tensor | None:
         scales = torch.ones(n, device=device)

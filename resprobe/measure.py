@@ -3,10 +3,8 @@ refinement and gradient-flow statistic kept as running sums on the device, read 
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +13,7 @@ from torch import Tensor, nn
 
 from ._plan import Plan as _Plan
 from ._stats import BACKWARD, GAINS, Collector, Sums, block_numbers, mean, token_mask
-from .blocks import Block, find_blocks
-from .capture import ModuleTree, capture, forward, preserved, unwrap
+from .blocks import Block
 from .data import Data
 from .data import batch_size as _batch_size
 from .errors import AnalysisError, UsageError
@@ -24,6 +21,7 @@ from .graph import Graph
 from .inputs import Inputs
 from .instrument import Mismatch
 from .objective import Objective, ObjectiveFn, choose_objective
+from .session import ModuleTree, Session, Steps
 
 __all__ = ["DTYPES", "Measurement", "Settings", "measure"]
 
@@ -39,7 +37,11 @@ class Settings:
     update ratio < ``refine_ratio`` and its block influence < ``refine_influence`` (the
     default, 1 − cos 30°, is calibrated on trained networks: docs/metrics.md), else
     ``rebuild``. The rest configure the ``depth`` and ``lesion`` probes
-    (see docs/effective-depth.md)."""
+    (see docs/effective-depth.md); ``options`` holds the values of options declared by other
+    probes (plugins: ``resprobe.Option``), by name.
+
+    The probes' command-line options (``Option.name``) map onto these fields: see
+    ``with_options``."""
 
     dtype: str = "float32"
     train: bool = False
@@ -52,6 +54,16 @@ class Settings:
     validate: bool = False  # depth: exact profile next to the estimate, with their distance
     lesion_draws: int = 3  # lesion: random sets per size on the degradation curve
     lesion_modules: tuple[str, ...] = ()  # lesion: modules to delete as well (output := input)
+    options: dict[str, Any] = field(default_factory=dict, hash=False)  # plugin probes' options, by name
+
+    def with_options(self, values: dict[str, Any]) -> Settings:
+        """These settings with probe option values (by ``Option.name``): a value named like a
+        field sets that field, the others go into ``options``."""
+        from dataclasses import fields, replace
+
+        own = {f.name for f in fields(self)} - {"options"}
+        return replace(self, **{k: v for k, v in values.items() if k in own},
+                       options={**self.options, **{k: v for k, v in values.items() if k not in own}})
 
 
 @dataclass(frozen=True)
@@ -66,28 +78,17 @@ class Measurement:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def _trainable(tree: ModuleTree) -> Iterator[list[str]]:
-    """Every float parameter requires grad for the pass; flags restored afterwards."""
-    frozen = [(n, p) for n, p in tree.params.items() if not p.requires_grad and p.is_floating_point()]
-    try:
-        for _, p in frozen:
-            p.requires_grad_(True)
-        yield [n for n, _ in frozen]
-    finally:
-        for _, p in frozen:
-            p.requires_grad_(False)
-
-
 class _Run:
-    """The measurement over every batch (see ``measure``)."""
+    """The measurement over every batch (see ``measure``); ``session`` holds the model
+    (``measure`` enters it; ``tree``: the model's module tree, when walked already)."""
 
-    def __init__(self, model: nn.Module, tree: ModuleTree, graph: Graph, blocks: list[Block],
+    def __init__(self, model: nn.Module, tree: ModuleTree | None, graph: Graph, blocks: list[Block],
                  objective: str | ObjectiveFn | None, settings: Settings):
-        self.model, self.tree, self.settings = model, tree, settings
+        self.session = Session(model, train=settings.train, dtype=DTYPES[settings.dtype], trainable=True,
+                               tree=tree)
+        self.model, self.tree, self.settings = self.session.model, self.session.tree, settings
         self.spec = objective
         self.plan = _Plan(graph, blocks)
-        self.plans: dict[tuple[str, ...], _Plan] = {}
         self.sums = Sums()
         self.objective: Objective | None = None
         self.grads: dict[str, Tensor] = {}
@@ -103,32 +104,29 @@ class _Run:
         self.adopted = False
 
     def batch(self, inp: Inputs, targets: Any) -> None:
-        got = self._pass(self.plan, inp, targets)
-        if got is None:
-            # Re-capture this batch with autograd on (some models record other ops with grad on,
-            # e.g. a .contiguous() that is a no-op without it). Same blocks: adopt the new graph.
-            # Other blocks: the control flow changed; this batch's blocks are matched by name.
-            with self._autocast(inp):
-                graph = capture(self.model, inp, grad=True, train=self.settings.train)
-            plan = _Plan(graph, find_blocks(graph))
-            same = plan.names == self.plan.names
-            if same:
-                self.plan = plan
-                self.adopted = True
-            else:
-                self.redone += 1
-            got = self._pass(plan, inp, targets, streams=same)
-            if got is None:
-                self.skipped += 1
-                return
-        sums, n, names = got
+        """Measure one batch (on the model's device). When the model leaves the graph, the batch
+        is captured again with autograd on: the same blocks adopt the new graph; other blocks
+        (control flow that changed) are measured on it and matched by name."""
+        got = self.session.follow(inp, self.plan, lambda plan: self._pass(plan, inp, targets), _Plan,
+                                  grad=True, rerouted=True)
+        if got.adopted:
+            self.plan = got.plan
+            self.adopted = True
+        elif got.recaptured:
+            self.redone += 1
+        if got.result is None:
+            self.skipped += 1
+            return
+        sums, n, names = got.result
         self.sums.merge(sums)
         self.samples += n
         for name in names:
             self.block_samples[name] = self.block_samples.get(name, 0) + n
 
-    def _pass(self, plan: _Plan, inp: Inputs, targets: Any,
-              streams: bool = True) -> tuple[Sums, int, list[str]] | None:
+    def _pass(self, plan: _Plan, inp: Inputs, targets: Any) -> tuple[Sums, int, list[str]] | None:
+        """One instrumented forward and backward following ``plan`` (None: the model left its
+        graph). Streams are measured only on a plan with the blocks of the measured graph."""
+        streams = plan.names == self.plan.names
         sums = Sums()
         mask = _attention_mask(inp)
         collector = Collector(plan.names, plan.streams if streams else [],
@@ -136,14 +134,10 @@ class _Run:
         if mask is not None:  # real and all token positions
             sums.add_sums(_TOKENS, mask.new_zeros(2), mask.new_zeros(2),
                           torch.stack([mask.sum(), mask.new_tensor(float(mask.numel()))]))
-        device = _device(self.tree, inp)
-        anchor = torch.zeros((), device=device, requires_grad=True)
-        mismatches: list[Mismatch] = []
-        with torch.enable_grad(), self._autocast(inp):
-            out, recorder = forward(self.model, self.tree, inp, watcher=plan.instrument.watcher(collector),
-                                    rewrite=lambda rec: plan.instrument.rewrites(rec, collector, anchor,
-                                                                                 mismatches))
-        if not plan.instrument.check(recorder, mismatches):
+        anchor = torch.zeros((), device=self.session.device_for(inp), requires_grad=True)
+        with torch.enable_grad(), self.session.autocast(inp):
+            out, mismatches = self.session.instrumented(plan.instrument, inp, collector, anchor)
+        if mismatches:
             self.divergence = self.divergence or mismatches[0]
             return None
         collector.finish_forward()
@@ -161,12 +155,6 @@ class _Run:
             for key in [k for k in sums.v if k[1] in (BACKWARD, GAINS, "iterative_cos")]:
                 del sums.v[key]
         return sums, n, plan.names
-
-    def _autocast(self, inp: Inputs) -> Any:
-        dtype = DTYPES[self.settings.dtype]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(_device(self.tree, inp).type, dtype=dtype)
 
     def _backward(self, plan: _Plan, total: Tensor, anchor: Tensor) -> bool:
         """Gradients of ``total``; False when there are none (the notes say why)."""
@@ -304,15 +292,6 @@ def _tokens(host: dict[Any, tuple[Any, Any, Any]]) -> tuple[dict[str, Any], list
     return {"attention_mask": True, "measured_tokens": real, "padding_tokens": total - real}, [note]
 
 
-def _device(tree: ModuleTree, inp: Inputs) -> torch.device:
-    for p in tree.params.values():
-        return p.device
-    for _, v in inp.named():
-        if isinstance(v, Tensor):
-            return v.device
-    return torch.device("cpu")
-
-
 def measure(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *,
             objective: str | ObjectiveFn | None = None, settings: Settings | None = None,
             progress: Callable[[int, int], None] | None = None) -> Measurement:
@@ -328,26 +307,16 @@ def measure(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *,
         raise UsageError(f"unknown dtype {settings.dtype!r}; use {', '.join(DTYPES)}")
     if graph.device == "meta":
         raise UsageError("the model has no weights (meta device): there is nothing to measure")
-    model, _ = unwrap(model)
-    tree = ModuleTree(model)
-    run = _Run(model, tree, graph, blocks, objective, settings)
-    device = _device(tree, Inputs())
-    with ExitStack() as stack:
-        stack.enter_context(preserved(model, tree, settings.train))
-        stack.enter_context(torch.random.fork_rng(
-            devices=[device.index or 0] if device.type == "cuda" else []))
-        frozen = stack.enter_context(_trainable(tree))
-        for k, (inp, targets) in enumerate(data):
-            inp = inp.to(device) if device.type != "cpu" else inp
-            if isinstance(targets, Tensor):
-                targets = targets.to(device)
-            run.batch(inp, targets)
-            if progress is not None:
-                progress(k + 1, data.batches)
+    run = _Run(model, None, graph, blocks, objective, settings)
+    step = Steps(progress, data.batches)
+    with run.session as session:
+        for inp, targets in data:
+            run.batch(*session.on(inp, targets))
+            step()
     result = run.result(data)
-    if frozen:
+    if session.thawed:
         result = Measurement(result.blocks, result.streams, result.objective, result.data,
-                             result.notes + (f"{len(frozen)} frozen parameter tensor(s) took gradients "
-                                             "for the measurement only (requires_grad restored)",),
+                             result.notes + (f"{len(session.thawed)} frozen parameter tensor(s) took "
+                                             "gradients for the measurement only (requires_grad restored)",),
                              result.settings)
     return result

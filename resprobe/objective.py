@@ -10,25 +10,28 @@ feature vector dotted with one seeded random direction, averaged over positions;
 the mean square, it stays informative after a final LayerNorm, whose output has a fixed
 norm). Per-sample losses are summed, so gradient
 statistics do not depend on the batch size.
+
+torch is imported on first use: the names (``NAMES``) and the types are read by the CLI's
+``--help``, which does not import torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import InputsError, UsageError
-from .inputs import Inputs
 
-__all__ = ["NAMES", "Objective", "choose_objective", "main_output"]
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from .inputs import Inputs
+
+__all__ = ["NAMES", "Objective", "ObjectiveFn", "ObjectiveSpec", "choose_objective", "main_output"]
 
 NAMES = ("auto", "task", "self-ce", "next-token", "projection", "square")
-ObjectiveFn = Callable[[Any, Inputs, Any], Tensor]
+ObjectiveFn: TypeAlias = Callable[[Any, "Inputs", Any], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,13 @@ class Objective:
     description: str
     fn: ObjectiveFn
 
+    def __call__(self, output: Any, inputs: Inputs, targets: Any) -> Tensor:
+        """``fn(output, inputs, targets)``: an ``Objective`` is itself an objective callable."""
+        return self.fn(output, inputs, targets)
+
     def losses(self, output: Any, inputs: Inputs, targets: Any) -> Tensor:
+        from torch import Tensor
+
         value = self.fn(output, inputs, targets)
         if not isinstance(value, Tensor) or not value.is_floating_point():
             raise UsageError(f"objective {self.name!r} returned {type(value).__name__}, not a float "
@@ -47,8 +56,15 @@ class Objective:
         return value.float().reshape(-1)
 
 
+ObjectiveSpec: TypeAlias = str | ObjectiveFn | Objective | None
+"""What an objective is given as: a name in ``NAMES`` (None = ``auto``), a callable
+``(output, inputs, targets) -> losses``, or an ``Objective`` already chosen."""
+
+
 def main_output(output: Any) -> Tensor:
     """The tensor an objective reads: the output itself, ``.logits``, or the first tensor."""
+    from torch import Tensor
+
     if isinstance(output, Tensor):
         return output
     logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
@@ -69,6 +85,9 @@ def main_output(output: Any) -> Tensor:
 
 
 def _task(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    import torch.nn.functional as F
+    from torch import Tensor
+
     out = main_output(output)
     t = targets.to(out.device) if isinstance(targets, Tensor) else targets
     if not isinstance(t, Tensor):
@@ -89,11 +108,15 @@ def _task(output: Any, inputs: Inputs, targets: Any) -> Tensor:
 
 
 def _self_ce(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    import torch.nn.functional as F
+
     out = main_output(output).float()
     return F.cross_entropy(out, out.detach().argmax(-1), reduction="none")
 
 
 def _next_token(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    import torch.nn.functional as F
+
     logits = main_output(output).float()
     ids = _input_ids(inputs)
     if ids is None:
@@ -112,6 +135,8 @@ _DIRECTIONS: dict[tuple[int, str], Tensor] = {}
 
 
 def _projection(output: Any, inputs: Inputs, targets: Any) -> Tensor:
+    import torch
+
     out = main_output(output).float()
     if out.dim() < 2:
         return out.reshape(1, -1).sum(1)
@@ -129,6 +154,9 @@ def _projection(output: Any, inputs: Inputs, targets: Any) -> Tensor:
 def _keep(inputs: Inputs, shape: Any) -> Tensor | None:
     """1 at real tokens, 0 at padding, from the inputs' attention mask (the decoder's for an
     encoder-decoder) when it has the output's ``[batch, positions]`` shape and holds padding."""
+    import torch
+    from torch import Tensor
+
     name = "decoder_attention_mask" if "decoder_input_ids" in inputs.kwargs else "attention_mask"
     mask = inputs.kwargs.get(name)
     if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape):
@@ -147,6 +175,8 @@ def _masked_mean(values: Tensor, keep: Tensor) -> Tensor:
 def _input_ids(inputs: Inputs) -> Tensor | None:
     """The token ids the logits predict: ``decoder_input_ids`` for an encoder-decoder, else
     ``input_ids`` (or a first positional integer tensor)."""
+    from torch import Tensor
+
     ids = inputs.kwargs.get("decoder_input_ids")
     ids = ids if ids is not None else inputs.kwargs.get("input_ids")
     first = inputs.args[0] if inputs.args else None
@@ -164,18 +194,23 @@ _BUILTIN: dict[str, tuple[str, ObjectiveFn]] = {
 }
 
 
-def choose_objective(spec: str | ObjectiveFn | None, output: Any, inputs: Inputs, targets: Any,
+def choose_objective(spec: ObjectiveSpec, output: Any, inputs: Inputs, targets: Any,
                      model: nn.Module | None = None) -> Objective:
-    """The objective for ``spec``: a name in ``NAMES`` (``None`` = ``auto``) or a callable
-    ``(output, inputs, targets) -> losses`` returning one loss per sample (or a scalar).
-    ``model`` tells ``auto`` its vocabulary sizes (a plain-tensor output of that width is
-    read as logits)."""
+    """The objective for ``spec``: a name in ``NAMES`` (``None`` = ``auto``), a callable
+    ``(output, inputs, targets) -> losses`` returning one loss per sample (or a scalar), or an
+    ``Objective``, returned as it is (chosen once, e.g. by ``resprobe.ProbeContext``). Only
+    ``auto`` reads ``output``, ``inputs`` and ``targets``; ``model`` tells it the vocabulary
+    sizes (a plain-tensor output of that width is read as logits)."""
+    if isinstance(spec, Objective):
+        return spec
     if callable(spec):
         return Objective(getattr(spec, "__name__", "custom"), "a user-supplied callable", spec)
     name = spec or "auto"
     if name not in NAMES:
         raise UsageError(f"unknown objective {name!r}; use one of {', '.join(NAMES)} or a callable")
     if name == "auto":
+        from torch import nn
+
         vocab = {m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)} if model else set()
         name = _auto(output, inputs, targets, vocab)
     description, fn = _BUILTIN[name]

@@ -1,5 +1,6 @@
-"""Write docs/cli-reference.md from the click commands' own help (run after changing the CLI;
-a test checks the file is current).
+"""Write docs/cli-reference.md from the click commands' own help (run after changing the CLI
+or a probe's options, which `resprobe analyze` lists from every installed probe; a test checks
+the file is current).
 
 Run:  python scripts/cli_reference.py
 """

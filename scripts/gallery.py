@@ -196,6 +196,65 @@ def _clip() -> resprobe.Loaded:
                            inputs_description="two random images and two random token sequences")
 
 
+class Seq2Seq(nn.Module):
+    """The 2017 encoder–decoder (``torch.nn.Transformer``, post-norm) between token embeddings
+    and a vocabulary head, decoding with a causal mask."""
+
+    def __init__(self, vocab: int = 1000, width: int = 128, layers: int = 3) -> None:
+        super().__init__()
+        self.src = nn.Embedding(vocab, width)
+        self.tgt = nn.Embedding(vocab, width)
+        self.transformer = nn.Transformer(width, 4, layers, layers, 2 * width, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+        out = self.transformer(self.src(src), self.tgt(tgt), tgt_mask=mask, tgt_is_causal=True)
+        return self.head(out)  # type: ignore[no-any-return]
+
+
+def _tokens(*shape: int) -> torch.Tensor:
+    return torch.randint(1, 1000, shape, generator=torch.Generator().manual_seed(0))
+
+
+def _transformer_2017() -> resprobe.Loaded:
+    torch.manual_seed(0)
+    return resprobe.Loaded(
+        Seq2Seq().eval(), resprobe.Inputs((_tokens(4, 24), _tokens(4, 16))), "random",
+        "torch.nn.Transformer (the 2017 encoder–decoder: post-norm, 3 + 3 layers, width 128) between "
+        "token embeddings and a vocabulary head, random weights",
+        inputs_description="4 random source sequences of 24 token ids and target sequences of 16")
+
+
+def _t5() -> resprobe.Loaded:
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.T5Config(vocab_size=1000, d_model=128, d_kv=32, d_ff=256, num_layers=4, num_decoder_layers=4,
+                         num_heads=4, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0)
+    inputs = {"input_ids": _tokens(4, 24), "decoder_input_ids": _tokens(4, 16)}
+    return resprobe.Loaded(
+        tf.T5ForConditionalGeneration(config).eval(), resprobe.Inputs((), inputs), "random",
+        "T5 (transformers T5ForConditionalGeneration, pre-norm RMSNorm encoder–decoder, 4 + 4 layers, "
+        "width 128) built from a config, random weights",
+        inputs_description="4 random source sequences of 24 token ids and target sequences of 16")
+
+
+def _sam() -> resprobe.Loaded:
+    """SAM's image encoder (segment_anything ``ImageEncoderViT``): windowed and global attention."""
+    from segment_anything.modeling import ImageEncoderViT
+
+    torch.manual_seed(0)
+    model = ImageEncoderViT(img_size=128, patch_size=16, embed_dim=96, depth=6, num_heads=4, mlp_ratio=4.0,
+                            out_chans=64, use_rel_pos=True, window_size=4, global_attn_indexes=(2, 5)).eval()
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    return resprobe.Loaded(
+        model, resprobe.Inputs((x,)), "random",
+        "SAM's image encoder (segment_anything ImageEncoderViT: windowed attention with global attention "
+        "at layers 3 and 6, relative positions, a convolutional neck), 6 layers, width 96, random weights",
+        inputs_description="2 random 128x128 images")
+
+
 def _digits_deep() -> tuple[resprobe.Loaded, resprobe.Data]:
     from resprobe.examples import digits_test_path
 
@@ -212,16 +271,19 @@ PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded
         _source("resprobe.examples:digits_resnet"),
     ),
     ("digits-deep-resnet", "A 24-block residual network trained on digits", _digits_deep),
-    ("minilm", "MiniLM-L6 (trained sentence encoder)", _minilm),
     ("resnet50", "torchvision ResNet-50", _source("torchvision:resnet50")),
-    ("vit-b-16", "torchvision ViT-B/16", _vit),
+    ("densenet121", "torchvision DenseNet-121 (concat skips)", _source("torchvision:densenet121")),
+    ("transformer-2017", "The 2017 Transformer (torch.nn.Transformer encoder–decoder)", _transformer_2017),
+    ("t5", "T5 from a config (encoder–decoder)", _t5),
+    ("minilm", "MiniLM-L6 (trained sentence encoder)", _minilm),
     ("gpt2", "GPT-2 from a config", lambda: _hf("gpt2")),
     ("llama", "LLaMA from a config", lambda: _hf("llama")),
-    ("densenet121", "torchvision DenseNet-121 (concat skips)", _source("torchvision:densenet121")),
     ("unet", "A diffusion-style U-Net", _unet),
     ("sd-unet", "Stable-Diffusion-layout U-Net (diffusers UNet2DConditionModel)", _sd_unet),
     ("dit", "DiT: a diffusion transformer (diffusers, adaLN-Zero)", _dit),
+    ("vit-b-16", "torchvision ViT-B/16", _vit),
     ("clip", "CLIP (open_clip: image and text towers)", _clip),
+    ("sam", "SAM's image encoder (segment_anything)", _sam),
 ]
 
 
@@ -235,18 +297,18 @@ def page(
     report = resprobe.analyze(loaded, data=data)
     folder = DOCS / slug
     folder.mkdir(parents=True)
-    report.save(folder, ("md", "html"))
+    report.save(folder, ("md", "html", "json"))
     md = folder / "report.md"
     weights = {
         "trained": "**trained**",
         "random": "**random** (freshly initialised: the numbers describe the "
         "architecture at initialisation, not a trained model)",
-    }.get(report.model["weights"], "unknown")
+    }.get(report.model.weights or "", "unknown")
     header = (
-        f"# {title}\n\n{loaded.description or report.model['class']}. Weights: {weights}.\n\n"
+        f"# {title}\n\n{loaded.description or report.model.class_name}. Weights: {weights}.\n\n"
         f"Made with `python scripts/gallery.py` (resprobe {report.resprobe_version}). The same "
         "report as one self-contained page, with pan and zoom on the diagram: "
-        "[report.html](report.html).\n\n"
+        "[report.html](report.html); every number in it: [report.json](report.json).\n\n"
     )
     body = md.read_text(encoding="utf-8").split("\n", 1)[1]
     md.write_text(header + body, encoding="utf-8")
@@ -258,10 +320,10 @@ def page(
             for s in depth.summary["streams"]
             if s.get("effective_depth") is not None
         )
-    residual = sum(b["skip"] != "concat" for b in report.blocks)
+    residual = len(report.residual)
     concat = len(report.blocks) - residual
     return (
-        f"| [{title}]({slug}/report.md) | {report.model['weights']} | {residual} | {concat} | "
+        f"| [{title}]({slug}/report.md) | {report.model.weights} | {residual} | {concat} | "
         f"{len(report.streams)} | {eff or '–'} |"
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +18,52 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_init_only_imports_and_all_is_sorted() -> None:
+    """resprobe/__init__.py defines nothing: it imports, names where each public name lives
+    (``_LAZY``, read on first use so that ``import resprobe`` does not import torch), lists
+    ``__all__`` and makes the package lazy. Type checkers see the same names under
+    ``TYPE_CHECKING``."""
     tree = ast.parse((ROOT / "resprobe" / "__init__.py").read_text())
     body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
-    assigns = [n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom))]
-    assert [a.targets[0].id for a in assigns if isinstance(a, ast.Assign)] == ["__all__"]
-    assert len(assigns) == 1
-    assert resprobe.__all__ == sorted(resprobe.__all__)
+    rest = [n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+    typing_only = [n for n in rest if isinstance(n, ast.If)]
+    assert len(typing_only) == 1 and ast.unparse(typing_only[0].test) == "TYPE_CHECKING"
+    assert not typing_only[0].orelse and all(isinstance(n, ast.ImportFrom) for n in typing_only[0].body)
+    assigns = [n for n in rest if n not in typing_only]
+    assert all(isinstance(a, ast.Assign) and len(a.targets) == 1 for a in assigns)
+    assert [ast.unparse(a.targets[0]) for a in assigns if isinstance(a, ast.Assign)] == [
+        "_LAZY", "__all__", "sys.modules[__name__].__class__"]
+    typed = {(a.asname or a.name): "." * n.level + (n.module or "") + (f":{a.name}" if a.asname else "")
+             for n in typing_only[0].body if isinstance(n, ast.ImportFrom) for a in n.names}
+    lazy: dict[str, str] = vars(resprobe)["_LAZY"]
+    assert typed == lazy
+    assert resprobe.__all__ == sorted(resprobe.__all__) == sorted([*lazy, "__version__"])
     assert all(hasattr(resprobe, name) for name in resprobe.__all__)
+    assert set(resprobe.__all__) <= set(dir(resprobe))
+
+
+def test_import_is_lazy_and_functions_keep_their_module_names() -> None:
+    """``import resprobe`` imports no torch; every public name resolves on first use, and the
+    functions named like their own module (``resprobe.capture`` the function, in
+    ``resprobe/capture.py``) stay the functions whichever is imported first."""
+    shadowed = [n for n in resprobe.__all__ if (ROOT / "resprobe" / f"{n}.py").exists()]
+    assert {"analyze", "capture", "lesion", "load", "measure"} <= set(shadowed)
+    code = (
+        "import importlib, inspect, sys\n"
+        "import resprobe\n"
+        "assert 'torch' not in sys.modules, 'import resprobe imported torch'\n"
+        f"for name in {shadowed!r}:\n"
+        "    module = importlib.import_module('resprobe.' + name)\n"
+        "    assert inspect.isfunction(getattr(resprobe, name)), name\n"
+        "    assert getattr(resprobe, name) is getattr(module, name), name\n"
+        "import resprobe.measure as m\n"
+        "assert m is resprobe.measure and inspect.isfunction(m)\n"
+        "assert all(getattr(resprobe, n) is not None for n in resprobe.__all__)\n"
+        "assert resprobe.report is sys.modules['resprobe.report']\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        resprobe.nothing_here  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_library_code_never_prints() -> None:
@@ -48,7 +89,7 @@ def test_the_public_names_are_pinned() -> None:
     assert resprobe.__all__ == [
         "Adapter", "AnalysisError", "Block", "BlockCheck", "CaptureError", "DEFAULT_PROBES", "Data",
         "Exporter", "Gated", "Graph", "Inputs", "InputsError", "Loaded", "Measurement", "Node",
-        "Objective", "PluginInfo", "Probe", "ProbeContext", "ProbeResult", "Registry", "Report",
+        "Objective", "Option", "PluginInfo", "Probe", "ProbeContext", "ProbeResult", "Registry", "Report",
         "ResprobeError", "Settings", "SourceError", "Stream", "UsageError", "VerificationError",
         "__version__", "analyze", "capture", "choose_objective", "ensure_fits", "exact_profile",
         "example_data", "find_blocks", "gated", "graph_dot", "infer_inputs", "lesion", "load",

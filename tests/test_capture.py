@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -56,6 +57,16 @@ def test_graph_is_frozen_torch_free_and_converts_to_networkx() -> None:
     assert g.nodes[1]["name"] == "f.0.linear"
     g.remove_node(0)  # a fresh copy: the Graph is untouched
     assert len(graph.to_networkx()) == len(graph)
+
+
+def test_the_networkx_example_in_the_docs_runs_and_prints_what_they_say(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text(encoding="utf-8")
+    section = docs.split("## Graphs in networkx\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/python-api.md (networkx)", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed and f"It prints `{printed}`" in section
 
 
 def test_inplace_ops_rebind_the_tensor() -> None:

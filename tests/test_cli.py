@@ -182,3 +182,65 @@ def test_no_layout_program_is_a_one_line_error(tmp_path: Path, monkeypatch: pyte
     code, _, err = run("graph", "-o", str(tmp_path / "g.svg"), "-q")
     assert code == 2 and "pip install graphviz-pure" in err and err.count("error:") == 1
     assert not (tmp_path / "g.svg").exists()
+
+
+def test_help_and_version_import_no_torch() -> None:
+    """``--version`` and every ``--help`` (the probes' options included) are read without
+    importing torch or a zoo: they take a fraction of a second, not seconds."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from resprobe.cli import main\n"
+        "assert 'torch' not in sys.modules, 'import resprobe.cli imported torch'\n"
+        "for args in (['--version'], ['--help'], ['analyze', '--help'], ['blocks', '--help'],\n"
+        "             ['graph', '--help'], ['plugins', '--help']):\n"
+        "    result = CliRunner().invoke(main, args)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "    if args[0] == 'analyze':\n"
+        "        assert '--max-length K' in result.output and '--lesion-module NAME' in result.output\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'transformers', 'captum', 'networkx')\n"
+        "         if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    exe = Path(sys.executable).parent / "resprobe"
+    done = subprocess.run([sys.executable, "-X", "importtime", str(exe), "--version"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "resprobe, version" in done.stdout
+    assert "| torch\n" not in done.stderr and " torch\n" not in done.stderr
+
+
+def test_probe_options_are_declared_by_the_probes_and_set_the_settings(tmp_path: Path) -> None:
+    """Each built-in probe declares its options (``probe.options``); their defaults are the
+    ``Settings`` defaults, and their values reach the probe through ``Settings``."""
+    import dataclasses
+    import importlib
+
+    from resprobe import DEFAULT_PROBES, Registry, Settings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    probes = Registry().of_kind("probe")
+    declared = {o.name: (name, o) for name in DEFAULT_PROBES for o in getattr(probes[name], "options", ())}
+    assert {name: probe for name, (probe, _) in declared.items()} == {
+        "refine_ratio": "refinement", "refine_influence": "refinement", "exact": "depth",
+        "max_length": "depth", "sample": "depth", "validate": "depth", "lesion_draws": "lesion",
+        "lesion_modules": "lesion"}
+    assert all(o.default == defaults[name] for name, (_, o) in declared.items())
+    from resprobe.cli import DTYPES  # named without torch for --help: the same as the measurement's
+
+    assert tuple(importlib.import_module("resprobe.measure").DTYPES) == DTYPES
+    assert importlib.import_module("resprobe.analyze").DEFAULT_PROBES == DEFAULT_PROBES
+    assert Settings(dtype="bfloat16").with_options({"max_length": 2, "steps": 4}) == Settings(
+        dtype="bfloat16", max_length=2, options={"steps": 4})
+
+    code, _, err = run("analyze", "-o", str(tmp_path / "r"), "-q", "--probe", "depth", "--exact",
+                       "--max-length", "2", "--probe", "attribution", "--attribution-steps", "4",
+                       "--attribution-samples", "3")
+    assert code == 0, err
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    results = {r["probe"]: r["summary"] for r in data["results"]}
+    assert results["depth"]["streams"][0]["exact"]["truncated_at"] == 2
+    assert results["attribution"]["steps"] == 4 and results["attribution"]["samples"] == 3
+    code, _, err = run("analyze", "--max-length", "0", "-q")
+    assert code == 2 and "--max-length" in err and "x>=1" in err

@@ -105,7 +105,7 @@ def test_ctrl_c_during_the_swap_waits_until_the_new_report_is_in_place(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
-    import resprobe.report as report_module
+    import resprobe._save as report_module
 
     out = tmp_path / "out"
     _report("OldModel").save(out, ALL)

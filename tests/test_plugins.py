@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
 import sys
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,64 @@ def test_first_party_plugins_use_only_the_public_api() -> None:
                 assert not any(a.name.startswith("resprobe.") for a in node.names), path
         checked += 1
     assert checked >= 3
+
+
+PROBE_SOURCE = '''
+import resprobe
+class Tuned:
+    name = "tuned"; requires = (); install = ""
+    options = (resprobe.Option("--tuned-steps", int, 5, "tuned: steps.", metavar="N", show_default=True),
+               resprobe.Option("--exact", bool, False, "tuned: a flag the depth probe has already."))
+    def run(self, context):
+        steps = context.settings.options.get("tuned_steps", 5)
+        return resprobe.ProbeResult("tuned", {"measured": 0, "steps": steps})
+class BadOptions:
+    name = "badoptions"; requires = (); install = ""; options = ["--steps"]
+    def run(self, context): ...
+'''
+
+
+@pytest.fixture
+def probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, EntryPoint]]:
+    (tmp_path / "fakeprobes.py").write_text(PROBE_SOURCE)
+    (tmp_path / "fakezoo.py").write_text("raise RuntimeError('the adapters were loaded')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("fakeprobes", None)
+    group = GROUPS["probe"]
+    return [("probe", EntryPoint("tuned", "fakeprobes:Tuned", group)),
+            ("probe", EntryPoint("badoptions", "fakeprobes:BadOptions", group)),
+            ("adapter", EntryPoint("zoo", "fakezoo:adapter", GROUPS["adapter"]))]
+
+
+def test_probe_options_are_validated_and_each_kind_loads_on_first_use(
+        probes: list[tuple[str, EntryPoint]]) -> None:
+    reg = Registry(eps=probes)
+    status = {p.name: (p.status, p.detail) for p in reg.infos_of("probe")}
+    assert status["tuned"] == ("ok", "")
+    assert status["badoptions"][0] == "broken" and "options must be a tuple of resprobe.Option" in (
+        status["badoptions"][1])
+    assert "fakezoo" not in sys.modules  # the probes' options are read without the adapters
+    assert [p.status for p in reg.infos if p.kind == "adapter"] == ["broken"]
+
+
+def test_a_plugin_probe_s_options_reach_it_through_the_cli(probes: list[tuple[str, EntryPoint]],
+                                                           tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resprobe analyze`` offers a plugin probe's options after its own and the built-in
+    probes'; a flag taken already is left out; the value arrives in ``Settings.options``."""
+    from click.testing import CliRunner
+
+    import resprobe.cli as cli
+
+    real = [(kind, ep) for kind, group in GROUPS.items() for ep in entry_points(group=group)]
+    monkeypatch.setattr(cli, "Registry", lambda disabled: Registry(disabled, eps=real + probes[:1]))
+    shown = CliRunner().invoke(cli.main, ["analyze", "--help"]).stdout
+    assert "--tuned-steps N" in shown and "tuned: steps.  [default: 5]" in shown
+    assert shown.index("--lesion-module") < shown.index("--tuned-steps") < shown.index("-h, --help")
+    assert shown.count("--exact ") == 1 and "tuned: a flag" not in shown
+    out = tmp_path / "r"
+    done = CliRunner().invoke(cli.main, ["analyze", "-q", "-o", str(out), "--probe", "tuned",
+                                         "--tuned-steps", "7"])
+    assert done.exit_code == 0, done.stderr
+    results = json.loads((out / "report.json").read_text())["results"]
+    assert [r["summary"]["steps"] for r in results if r["probe"] == "tuned"] == [7]

@@ -4,6 +4,7 @@ them), rendering each view, folding, and the HTML / Markdown / SVG exporters."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.dom.minidom
 from html.parser import HTMLParser
@@ -227,11 +228,85 @@ def test_graph_command_views(tmp_path: Path) -> None:
 def test_non_finite_numbers_do_not_break_diagrams_or_charts() -> None:
     from resprobe.render.charts import bar_chart, line_chart
 
-    report = resprobe.analyze(resprobe.load("resprobe.examples:digits_resnet"), probes=("refinement",))
-    report.blocks[0]["metrics"]["refinement"]["update_ratio"] = float("nan")
-    report.blocks[1]["metrics"]["refinement"]["update_ratio"] = float("inf")
+    d = resprobe.analyze(resprobe.load("resprobe.examples:digits_resnet"), probes=("refinement",)).to_dict()
+    d["blocks"][0]["metrics"]["refinement"]["update_ratio"] = float("nan")
+    d["blocks"][1]["metrics"]["refinement"]["update_ratio"] = float("inf")
+    report = resprobe.Report.from_dict(d)  # the report itself is read-only: change a copy, read it back
+    assert math.isnan(report.blocks[0].metrics.value("refinement", "update_ratio"))
     xml.dom.minidom.parseString(render(refinement_dot(report), "svg"))
     for svg in (bar_chart("t", ["a", "b", "c"], [float("nan"), -1.0, -2.0]),
                 line_chart("t", {"s": [float("inf"), 1.0, None]}, log=True, x_ticks=["1", "2", "3"])):
         assert "nan" not in svg and "inf" not in svg
         xml.dom.minidom.parseString(svg)
+
+
+def _fake_layout_program(tmp_path: Path, body: str) -> str:
+    """An executable that stands in for ``dot``: a Python script that reads the DOT, then ``body``."""
+    import stat
+    import sys
+
+    exe = tmp_path / "fake-dot"
+    exe.write_text(f"#!{sys.executable}\nimport os, signal, sys, time\nsys.stdin.buffer.read()\n{body}\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return str(exe)
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ("sys.stderr.write('Error: layout\\n  crashed\\n'); os.kill(os.getpid(), signal.SIGSEGV)",
+     "Graphviz failed: Error: layout crashed"),
+    ("os.kill(os.getpid(), signal.SIGSEGV)", "Graphviz failed: killed by signal 11"),
+    ("sys.exit(3)", "Graphviz failed: exit status 3"),
+])
+def test_a_crashing_layout_program_is_an_analysis_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       body: str, said: str) -> None:
+    import resprobe.render.dot as dot
+
+    monkeypatch.setattr(dot, "renderer", lambda: _fake_layout_program(tmp_path, body))
+    with pytest.raises(resprobe.AnalysisError) as caught:
+        render("digraph { a -> b }", "svg")
+    err = caught.value
+    assert isinstance(err, dot.LayoutError) and not isinstance(err, (resprobe.UsageError, dot.LayoutTimeout))
+    assert str(err) == said and err.exit_code == 1
+
+
+def test_a_layout_that_runs_too_long_is_a_layout_timeout(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import resprobe.render.dot as dot
+    from resprobe.errors import LayoutError, LayoutTimeout
+
+    assert dot.LayoutTimeout is LayoutTimeout  # still importable from where it was
+    monkeypatch.setattr(dot, "renderer", lambda: _fake_layout_program(tmp_path, "time.sleep(60)"))
+    start = time.monotonic()
+    with pytest.raises(LayoutTimeout, match=r"^Graphviz took over 1 s to lay out the graph; fold it further"):
+        render("digraph { a -> b }", "svg", timeout=1)
+    assert time.monotonic() - start < 30  # the program was stopped, not waited for
+    assert issubclass(LayoutTimeout, LayoutError) and LayoutTimeout("x").exit_code == 1
+
+
+def test_graphviz_failing_in_the_cli_exits_1_on_one_line(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import resprobe.render.dot as dot
+    from resprobe.cli import main
+
+    crash = "sys.stderr.write('Error: out of memory\\n'); os.kill(os.getpid(), signal.SIGSEGV)"
+    monkeypatch.setattr(dot, "renderer", lambda: _fake_layout_program(tmp_path, crash))
+    result = CliRunner().invoke(main, ["graph", "-o", str(tmp_path / "g.svg"), "-q"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: Graphviz failed: Error: out of memory")
+    assert not (tmp_path / "g.svg").exists()
+    with pytest.raises(resprobe.UsageError, match="no output format 'bogus'"):
+        render("digraph { a -> b }", "bogus")
+
+
+def test_a_report_keeps_the_dot_source_when_the_layout_fails(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import resprobe.render.dot as dot
+
+    crash = "sys.stderr.write('Error: out of memory\\n'); os.kill(os.getpid(), signal.SIGSEGV)"
+    monkeypatch.setattr(dot, "renderer", lambda: _fake_layout_program(tmp_path, crash))
+    page = resprobe.report_html(_structure("identity_mlp"))
+    assert "Graphviz failed: Error: out of memory" in page and "<pre>digraph" in page

@@ -1,5 +1,6 @@
 """After any analysis the model is bit-identical to before: parameters, buffers, training
-flags, requires_grad, existing .grad, hooks, plain attributes and the global RNG state."""
+flags, requires_grad, existing .grad, hooks, plain attributes and the global RNG state, end to
+end through every probe (the guarantee itself, ``Session``, is tested in test_session.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_session import assert_same, snapshot
 from torch import nn
 from zoo import D, PreNormTransformer, mlp
 
@@ -15,37 +17,6 @@ import resprobe
 from resprobe.examples import digits_resnet
 
 PROBES = ("verify", "refinement", "gradients", "depth", "lesion", "attribution")
-
-
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    return {
-        "params": {n: (p.detach().clone(), p.requires_grad, p._version, p.data_ptr())
-                   for n, p in model.named_parameters()},
-        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "buffers": {n: (b.clone(), b._version, b.data_ptr(), id(b)) for n, b in model.named_buffers()},
-        "training": [m.training for m in model.modules()],
-        "hooks": [[(k, dict(v)) for k, v in sorted(m.__dict__.items()) if "hook" in k and isinstance(v, dict)]
-                  + [m.__dict__.get("_is_full_backward_hook")] for m in model.modules()],
-        "parametrized": [sorted(getattr(m, "parametrizations", {})) for m in model.modules()],
-        "attributes": [sorted(m.__dict__) for m in model.modules()],
-        "tensor_hooks": [p._backward_hooks for p in model.parameters()],
-        "rng": torch.get_rng_state(),
-    }
-
-
-def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
-    for name, (value, requires_grad, version, ptr) in before["params"].items():
-        v2, r2, ver2, p2 = after["params"][name]
-        assert torch.equal(value, v2) and requires_grad == r2 and version == ver2 and ptr == p2, name
-    for name, g in before["grads"].items():
-        g2 = after["grads"][name]
-        assert (g is None and g2 is None) or (g is not None and g2 is not None and torch.equal(g, g2)), name
-    for name, (b, version, ptr, ident) in before["buffers"].items():
-        b2, version2, ptr2, ident2 = after["buffers"][name]
-        assert torch.equal(b, b2) and version == version2 and ptr == ptr2 and ident == ident2, name
-    for key in ("training", "hooks", "attributes", "tensor_hooks", "parametrized"):
-        assert before[key] == after[key], key
-    assert torch.equal(before["rng"], after["rng"])
 
 
 def _digits_in_train_mode() -> tuple[nn.Module, resprobe.Inputs, bool]:

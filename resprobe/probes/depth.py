@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..depth import (
-    estimate,
-    exact_profile,
-    parametric_depth,
-    path_counts,
-    sample_profile,
-    stream_blocks,
-    summary,
-    total_variation,
-)
+from click import IntRange
+
+from ..plugins import Option
 from ..report import ProbeResult
 from . import ProbeContext
 
@@ -30,8 +23,29 @@ class DepthProbe:
     name = "depth"
     requires: tuple[str, ...] = ()
     install = ""
+    options = (
+        Option("--exact", bool, False, "depth: also compute the exact path-length profile (about n/2 "
+               "backward passes per batch)."),
+        Option("--max-length", IntRange(min=1), None, "depth: keep only path lengths <= K in the exact "
+               "profile (exact for those kept).", metavar="K"),
+        Option("--sample", IntRange(min=0), 0, "depth: Veit's sampler, N path patterns per length over "
+               "all the data (one backward pass per pattern and batch).", metavar="N"),
+        Option("--validate", bool, False, "depth: compute the exact profile and report its distance to "
+               "the estimate."),
+    )
 
     def run(self, context: ProbeContext) -> ProbeResult:
+        from ..depth import (
+            estimate,
+            exact_profile,
+            parametric_depth,
+            path_counts,
+            sample_profile,
+            stream_blocks,
+            summary,
+            total_variation,
+        )
+
         skipped = context.not_run(self.name)
         if skipped is not None:
             return skipped
@@ -40,16 +54,19 @@ class DepthProbe:
         if silent is not None:
             return context.not_run(self.name, silent) or ProbeResult(self.name, {"measured": 0})
         s = context.settings
+        context = context.resolved()  # the objective the measurement chose, for the passes below
         chains = stream_blocks(context.blocks)
         notes: list[str] = []
         exact = sampled = None
         data = context.data or _data(context)
         if s.exact or s.validate:
             exact = exact_profile(context.model, context.graph, context.blocks, data,
-                                  objective=context.objective, max_length=s.max_length, train=s.train)
+                                  objective=context.objective, max_length=s.max_length, train=s.train,
+                                  progress=context.progress)
         if s.sample:  # every batch, as the estimate and the exact profile
             sampled = sample_profile(context.model, context.graph, context.blocks, data,
-                                     objective=context.objective, samples=s.sample, train=s.train)
+                                     objective=context.objective, samples=s.sample, train=s.train,
+                                     progress=context.progress)
         streams = []
         for sid, chain in chains.items():
             gains = [(m.blocks[b.name]["skip_gain"], m.blocks[b.name]["branch_gain"]) for b in chain]

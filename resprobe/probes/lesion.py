@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..data import example_data
-from ..lesion import lesion
+from click import IntRange
+
+from ..plugins import Option
 from ..report import ProbeResult
 from . import NO_BLOCKS, ProbeContext
 
@@ -20,16 +21,27 @@ class LesionProbe:
     name = "lesion"
     requires: tuple[str, ...] = ()
     install = ""
+    options = (
+        Option("--lesion-draws", IntRange(min=1), 3, "lesion: random sets of k deleted blocks per k on "
+               "the degradation curve.", show_default=True),
+        Option("--lesion-module", str, (), "lesion: also delete this module (its output replaced by its "
+               "input); repeatable. Works on networks without skips too.", metavar="NAME", multiple=True,
+               dest="lesion_modules"),
+    )
 
     def run(self, context: ProbeContext) -> ProbeResult:
+        from ..data import example_data
+        from ..lesion import lesion
+
         skipped = context.not_run(self.name)
         modules_only = bool(context.settings.lesion_modules) and context.measurable == NO_BLOCKS
         if skipped is not None and not modules_only:  # deleting whole modules needs no blocks
             return skipped
+        context = context.resolved()  # the objective chosen once for every probe
         s = context.settings
         data = context.data or example_data(context.inputs)
         got = lesion(context.model, context.graph, context.blocks, data, objective=context.objective,
-                     draws=s.lesion_draws, modules=s.lesion_modules, train=s.train)
+                     draws=s.lesion_draws, modules=s.lesion_modules, train=s.train, progress=context.progress)
         summary = {"measured": len(got["blocks"]) + len(got["modules"]), "objective": got["objective"],
                    "loss": got["loss"], "curve": got["curve"], "modules": got["modules"],
                    "samples": got["samples"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..metrics import of_probe
+from ..plugins import Option
 from ..report import ProbeResult
 from . import ProbeContext
 
@@ -19,6 +20,13 @@ class RefinementProbe:
     name = "refinement"
     requires: tuple[str, ...] = ()
     install = ""
+    options = (  # defaults: resprobe.Settings (REFINE_INFLUENCE = 1 - cos 30 degrees)
+        Option("--refine-ratio", float, 1.0, "A block refines when its update ratio is below this ...",
+               show_default=True),
+        Option("--refine-influence", float, 0.134,
+               "... and its block influence 1 - cos(skip, output) is below this (default: a turn of "
+               "30 degrees); else it rebuilds. Under 1% update ratio a block is idle.", show_default=True),
+    )
 
     def run(self, context: ProbeContext) -> ProbeResult:
         skipped = context.not_run(self.name)

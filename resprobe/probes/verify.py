@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..report import ProbeResult
-from ..verify import verify_blocks
 from . import ProbeContext
 
 __all__ = ["VerifyProbe", "probe"]
@@ -18,6 +17,8 @@ class VerifyProbe:
     install = ""
 
     def run(self, context: ProbeContext) -> ProbeResult:
+        from ..verify import verify_blocks
+
         if not context.replayable or context.graph.device == "meta" or not context.blocks:
             why = ("the graph was read from a file, not recorded" if not context.replayable
                    else "the model has no values (meta device)" if context.graph.device == "meta"

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from ..blocks import Block
-from ..errors import UsageError
+from ..errors import LayoutError, LayoutTimeout, UsageError
 from ..graph import Graph
 
-__all__ = ["LayoutTimeout", "graph_dot", "render", "renderer"]
+# LayoutError and LayoutTimeout live in resprobe.errors; they stay importable from here
+__all__ = ["LayoutError", "LayoutTimeout", "graph_dot", "render", "renderer"]
 
 
 def _quote(text: str) -> str:
@@ -115,27 +116,51 @@ def renderer() -> str | None:
 
 
 def render(dot: str, fmt: str, timeout: float = 60.0) -> bytes:
-    """Lay out ``dot`` as ``fmt`` (``svg`` or ``png``) within ``timeout`` seconds; a one-line
-    ``UsageError`` says what to install, or that the layout ran too long."""
+    """Lay out ``dot`` as ``fmt`` (``svg`` or ``png``) within ``timeout`` seconds with the program
+    ``renderer()`` finds, run by the ``graphviz`` package. Every error is one line: a
+    ``UsageError`` says what to install (or that ``fmt`` is not a Graphviz format); a
+    ``LayoutError`` (exit code 1: not the user's fault) that Graphviz failed or crashed, and its
+    ``LayoutTimeout`` that the layout ran too long."""
+    from graphviz import CalledProcessError, ExecutableNotFound
+    from graphviz.backend import dot_command, execute
+
     exe = renderer()
     if exe is None:
-        raise UsageError(
-            f"rendering .{fmt} needs Graphviz's dot program: pip install graphviz-pure, or "
-            "apt-get install graphviz; or write a .dot file"
-        )
+        raise _not_installed(fmt)
     try:
-        done = subprocess.run(
-            [exe, f"-T{fmt}"], input=dot.encode(), capture_output=True, timeout=timeout, check=False
-        )
+        flags = dot_command.command("dot", fmt)[1:]  # -Kdot -T<fmt>, checked against Graphviz's formats
+    except ValueError:
+        raise UsageError(f"Graphviz has no output format {fmt!r}; use svg or png") from None
+    # graphviz.pipe() would run whatever `dot` is first on PATH, with no time limit: its command
+    # runner is given the program found above (graphviz-pure has no `dot` name) and the timeout
+    try:
+        done = execute.run_check([exe, *flags], input=dot.encode(), capture_output=True, quiet=True,
+                                 timeout=timeout)
     except subprocess.TimeoutExpired:
         raise LayoutTimeout(
             f"Graphviz took over {timeout:.0f} s to lay out the graph; fold it further or "
             "write a .dot file instead"
         ) from None
-    if done.returncode != 0:
-        raise UsageError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()[:200]}")
-    return done.stdout
+    except CalledProcessError as err:
+        raise LayoutError(f"Graphviz failed: {_why(err.returncode, err.stderr)}") from None
+    except ExecutableNotFound:
+        raise _not_installed(fmt) from None
+    except OSError as err:  # found but cannot be run (permissions, another architecture)
+        raise LayoutError(f"Graphviz could not be started ({exe}: {err.strerror or err})") from None
+    out: bytes = done.stdout
+    return out
 
 
-class LayoutTimeout(UsageError):
-    """The layout program ran past its time limit."""
+def _not_installed(fmt: str) -> UsageError:
+    return UsageError(
+        f"rendering .{fmt} needs Graphviz's dot program: pip install graphviz-pure, or "
+        "apt-get install graphviz; or write a .dot file"
+    )
+
+
+def _why(returncode: int, stderr: bytes | None) -> str:
+    """What Graphviz said on stderr, on one line; or how it ended when it said nothing."""
+    said = " ".join((stderr or b"").decode(errors="replace").split())[:200]
+    if said:
+        return said
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..report import Report
-from .html import _facts, _not_measured, charts, diagram, rows
+from .parts import charts, diagram, facts, not_measured, notes, rows
 
 __all__ = ["write_markdown"]
 
@@ -28,9 +28,9 @@ def write_markdown(report: Report, directory: Path, stem: str = "report") -> Pat
     """Write ``<stem>.md``, ``<stem>.svg`` (or ``<stem>.dot`` when it cannot be laid out) and
     ``<stem>-charts/*.svg`` into ``directory``; returns the Markdown file."""
     directory = Path(directory)
-    lines = [f"# resprobe report: {_escape(report.model.get('class'))}", ""]
-    lines += [f"- **{_escape(k)}**: {_escape(v)}" for k, v in _facts(report)]
-    missing = _not_measured(report)
+    lines = [f"# resprobe report: {_escape(report.model.class_name)}", ""]
+    lines += [f"- **{_escape(k)}**: {_escape(v)}" for k, v in facts(report)]
+    missing = not_measured(report)
     if missing:
         lines += ["", f"Not measured: {_escape(', '.join(missing))}."]
     svg, dot, note = diagram(report)
@@ -54,10 +54,9 @@ def write_markdown(report: Report, directory: Path, stem: str = "report") -> Pat
         for name, chart in made:
             (folder / f"{name}.svg").write_text(chart, encoding="utf-8")
             lines.append(f"![{name}]({stem}-charts/{name}.svg)")
-    notes = list(dict.fromkeys([*report.graph.get("notes", []), *report.notes,
-                                *(n for r in report.results for n in r.notes)]))
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {_escape(n)}" for n in notes]
+    said = notes(report)
+    if said:
+        lines += ["", "## Notes", ""] + [f"- {_escape(n)}" for n in said]
     lines += ["", f"resprobe {report.resprobe_version} · report schema {report.schema}", ""]
     path = directory / f"{stem}.md"
     path.write_text("\n".join(lines), encoding="utf-8")

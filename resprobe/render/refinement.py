@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..metrics import colour_metrics
-from ..report import Report
+from ..report import BlockReport, Report, StreamInfo
 
 __all__ = ["METRICS", "refinement_dot"]
 
@@ -27,10 +27,11 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _value(block: dict[str, Any], metric: str) -> float | None:
+def _value(block: BlockReport, metric: str) -> float | None:
     probe, key, _, _ = METRICS[metric]
-    v = block.get("metrics", {}).get(probe, {}).get(key)
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    numbers = block.metrics.get(probe)
+    v = None if numbers is None else numbers.number(key)
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _colour(v: float | None, lo: float, hi: float) -> str:
@@ -51,20 +52,20 @@ class _Unit:
     label: str = ""
 
 
-def _signature(blocks: list[dict[str, Any]], prefix: str) -> tuple[Any, ...]:
+def _signature(blocks: list[BlockReport], prefix: str) -> tuple[Any, ...]:
     """What a unit is made of, with its own name and every index taken out."""
 
     def strip(m: str) -> str:
         rel = m[len(prefix) :] if prefix and m.startswith(prefix) else m
         return re.sub(r"\d+", "#", rel)
 
-    return tuple((b["skip"], b["join"], tuple(strip(m) for m in b["branch_modules"])) for b in blocks)
+    return tuple((b.skip, b.join, tuple(strip(m) for m in b.branch_modules)) for b in blocks)
 
 
 def _units(
-    stream: dict[str, Any], by_name: dict[str, dict[str, Any]], layers: list[dict[str, Any]]
+    stream: StreamInfo, by_name: dict[str, BlockReport], layers: list[Any]
 ) -> list[_Unit]:
-    names = list(stream["blocks"])
+    names = list(stream.blocks)
     groups: list[tuple[str, list[str]]] = []
     in_layer = {n: layer for layer in layers for n in layer["blocks"]}
     k = 0
@@ -80,7 +81,7 @@ def _units(
     for name, members in groups:
         blocks = [by_name[m] for m in members]
         prefix = re.sub(r"#\d+$", "", name) + "."
-        out.append(_Unit(members, [int(b["step"]) for b in blocks], _signature(blocks, prefix), 1, name))
+        out.append(_Unit(members, [int(b.step or 0) for b in blocks], _signature(blocks, prefix), 1, name))
     return out
 
 
@@ -120,7 +121,7 @@ def _fold(units: list[_Unit], least: int, longest: int = 4) -> list[_Unit]:
     return out
 
 
-def _numbers(unit: _Unit, by_name: dict[str, dict[str, Any]]) -> str:
+def _numbers(unit: _Unit, by_name: dict[str, BlockReport]) -> str:
     parts = []
     for metric in _SHOWN:
         values = [v for v in (_value(by_name[n], metric) for n in unit.names) if v is not None]
@@ -134,12 +135,12 @@ def _numbers(unit: _Unit, by_name: dict[str, dict[str, Any]]) -> str:
     return "\n".join(parts) if parts else "not measured"
 
 
-def _unit_label(unit: _Unit, by_name: dict[str, dict[str, Any]]) -> str:
+def _unit_label(unit: _Unit, by_name: dict[str, BlockReport]) -> str:
     steps = f"step {unit.steps[0]}" if len(unit.steps) == 1 else f"steps {unit.steps[0]}–{unit.steps[-1]}"
     times = f" × {unit.count}" if unit.count > 1 else ""
-    kinds = sorted({by_name[n]["skip"] for n in unit.names} - {"identity"})
+    kinds = sorted({by_name[n].skip for n in unit.names} - {"identity"})
     extra = f" · {', '.join(kinds)} skip" if kinds else ""
-    labels = [by_name[n].get("label") for n in unit.names if by_name[n].get("label")]
+    labels = [str(by_name[n].label) for n in unit.names if by_name[n].label]
     verdict = ""
     if labels:
         counts = ", ".join(f"{labels.count(k)} {k}" for k in ("refine", "rebuild", "idle") if labels.count(k))
@@ -156,38 +157,38 @@ def refinement_dot(
     ``color_by`` is one of ``METRICS``; unmeasured blocks are grey."""
     if color_by not in METRICS:
         raise ValueError(f"color_by must be one of {', '.join(METRICS)}, not {color_by!r}")
-    by_name = {b["name"]: b for b in report.blocks}
+    by_name = {b.name: b for b in report.blocks}
     values = [v for v in (_value(b, color_by) for b in report.blocks) if v is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
     layers = _layers(report)
     lines = [
-        f"digraph {_quote(report.model.get('class') or 'model')} {{",
+        f"digraph {_quote(report.model.class_name or 'model')} {{",
         "  rankdir=TB; newrank=true; nodesep=0.3; ranksep=0.25;",
         '  fontname="Helvetica"; node [fontname="Helvetica", fontsize=10]; '
         'edge [arrowsize=0.6, fontname="Helvetica"];',
     ]
     for stream in report.streams:
-        folding = fold if fold is not None else len(stream["blocks"]) > FOLD_ABOVE
+        folding = fold if fold is not None else len(stream.blocks) > FOLD_ABOVE
         # --no-fold shows every block: no grouping into layers either
-        units = _units(stream, by_name, [] if fold is False else layers.get(stream["id"], []))
+        units = _units(stream, by_name, [] if fold is False else layers.get(stream.id, []))
         lines += _stream(stream, _fold(units, fold_min) if folding else units, by_name, color_by, lo, hi)
-    lines += _concat([b for b in report.blocks if b["skip"] == "concat"])
+    lines += _concat([b for b in report.blocks if not b.is_residual])
     lines += _legend(color_by, lo, hi, bool(values))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def _stream(
-    stream: dict[str, Any],
+    stream: StreamInfo,
     units: list[_Unit],
-    by_name: dict[str, dict[str, Any]],
+    by_name: dict[str, BlockReport],
     color_by: str,
     lo: float,
     hi: float,
 ) -> list[str]:
     """One stream's cluster: the spine of states, and a box per unit beside it."""
-    sid = stream["id"]
-    n = len(stream["blocks"])
+    sid = stream.id
+    n = len(stream.blocks)
     title = f"stream {sid} · {n} block{'' if n == 1 else 's'}"
     dot = '[shape=circle, width=0.12, label="", style=filled, fillcolor="#555555"];'
     lines = [
@@ -199,9 +200,9 @@ def _stream(
         v = [x for x in (_value(by_name[n], color_by) for n in unit.names) if x is not None]
         fill = _colour(sum(v) / len(v) if v else None, lo, hi)
         shape = "box3d" if unit.count > 1 else "box"
-        labels = {by_name[n].get("label") for n in unit.names}
+        labels = {by_name[n].label for n in unit.names}
         border = ', penwidth=2.5, color="#b2182b"' if "rebuild" in labels else ""  # seen without colour
-        skips = {by_name[n]["skip"] for n in unit.names}
+        skips = {by_name[n].skip for n in unit.names}
         spine = (
             'color="#e66101", style=dashed, penwidth=2, label=" projection", fontsize=9'
             if "projection" in skips
@@ -219,7 +220,7 @@ def _stream(
     return [*lines, "  }"]
 
 
-def _concat(concat: list[dict[str, Any]]) -> list[str]:
+def _concat(concat: list[BlockReport]) -> list[str]:
     """Concat skips (DenseNet, U-Net): a dotted cluster of their own."""
     if not concat:
         return []
@@ -229,13 +230,13 @@ def _concat(concat: list[dict[str, Any]]) -> list[str]:
         'color="#cccccc";',
     ]
     for k, b in enumerate(concat):
-        lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(b["name"])}];')
+        lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(b.name)}];')
         if k:
             lines.append(f"    c{k - 1} -> c{k} [style=dotted];")
     return [*lines, "  }"]
 
 
-def _layers(report: Report) -> dict[int, list[dict[str, Any]]]:
+def _layers(report: Report) -> dict[int, list[Any]]:
     refinement = report.result("refinement")
     if refinement is None:
         return {}
