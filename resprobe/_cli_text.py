@@ -39,6 +39,7 @@ def summary(report: Report) -> str:
         line += (f"\ngradients of {report.objective['name']} ({report.objective['description']}): "
                  f"branch gain median {sorted(gains)[len(gains) // 2]:.3g}" if gains else "")
     line += _depth_summary(report)
+    line += _lens_summary(report)
     line += "".join(_other_summary(r) for r in report.results if r.probe not in _BUILTIN)
     notes = dict.fromkeys(n for r in report.results for n in r.notes)
     line += "".join(f"\nnote: {n}" for n in notes)
@@ -56,7 +57,27 @@ def _medians(result: Any) -> str:
     return f" [{', '.join(parts)}]" if parts else ""
 
 
-_BUILTIN = ("verify", "refinement", "gradients", "depth", "lesion")
+_BUILTIN = ("verify", "refinement", "gradients", "depth", "lesion", "lens")
+
+
+def _lens_summary(report: Report) -> str:
+    """Per decoded stream: how far the first block's prediction is from the final one, and
+    where the top-1 agreement first reaches 90%."""
+    lens = report.result("lens")
+    if lens is None or not lens.summary.get("measured"):
+        return ""
+    out = ""
+    for s in lens.summary.get("streams", ()):
+        names = s.get("blocks") or ()
+        if not names:
+            continue
+        first = lens.blocks[names[0]].get("kl_to_final")
+        reach = s.get("agreement_90_step")
+        where = f"at step {reach}" if reach is not None else "nowhere before the output"
+        out += (f"\nlens, stream {s['id']}: KL to the final prediction {first:.3g} nats after the first "
+                f"decoded block ({names[0]}), 0 after the last; top-1 agreement reaches 90% {where}"
+                if first is not None else "")
+    return out
 
 
 def _other_summary(result: Any) -> str:

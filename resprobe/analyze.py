@@ -17,7 +17,7 @@ from .errors import UsageError
 from .inputs import Inputs
 from .load import Loaded, as_loaded
 from .measure import Settings
-from .probes import ProbeContext
+from .probes import DEFAULT_PROBES, ProbeContext
 from .report import (
     BlockMetrics,
     BlockReport,
@@ -32,7 +32,6 @@ from .report import (
 
 __all__ = ["DEFAULT_PROBES", "analyze"]
 
-DEFAULT_PROBES = ("verify", "refinement", "gradients", "depth", "lesion")
 
 
 def analyze(model: nn.Module | Loaded, inputs: Any = None, *, probes: tuple[str, ...] = DEFAULT_PROBES,
@@ -62,14 +61,14 @@ def analyze(model: nn.Module | Loaded, inputs: Any = None, *, probes: tuple[str,
         data = example_data(inp, "the example inputs given" if inputs is not None
                             else loaded.inputs_description or "the source's example inputs")
     ctx = ProbeContext(loaded.model, inp, graph, blocks, replayable=loaded.graph is None, data=data,
-                       objective=objective, settings=settings, progress=progress)
+                       objective=objective, settings=settings, progress=progress, tokenizer=loaded.tokenizer)
     results = [_finite(_unchecked(_run_probe(reg.get("probe", name), name, ctx))) for name in probes]
     measured = ctx.cache.get("measurement")
     return Report(
         model=_model(loaded, inp, graph.device, ctx.settings.dtype),
         graph=GraphInfo(graph.model, len(graph), len(graph.edges), round(graph.seconds, 4), graph.notes),
         streams=tuple(StreamInfo(s.id, s.blocks) for s in streams(blocks)),
-        blocks=tuple(_block(b.to_dict(), results) for b in blocks),
+        blocks=tuple(_block({**b.to_dict(), "fork_module": graph[b.fork].module}, results) for b in blocks),
         results=tuple(results), notes=loaded.notes,
         objective=None if measured is None else Numbers(_clean(measured.objective, "", "", {})),
         data=None if measured is None else Numbers(_clean(measured.data, "", "", {})),

@@ -82,6 +82,27 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("agreement", "lesion", "lesion agreement", "{:.3f}",
            "the share of samples whose top-1 prediction survives deleting the block", "share of samples",
            table=True),
+    Metric("kl_to_final", "lens", "lens KL", "{:.4f}",
+           "`KL(p_final ‖ p_block)` per unit, averaged: how far the prediction read from the stream right "
+           "after the block (the model's own final norm and head applied to it) is from the model's final "
+           "prediction; 0 at the last block", "nats", "nostalgebraist 2020 (logit lens); Belrose et al. 2023",
+           higher="worse", table=True, colour="lens", short="{:.3f}"),
+    Metric("top1_agreement", "lens", "lens top-1", "{:.3f}",
+           "the share of units whose top-1 read from the stream after the block is the final top-1",
+           "share of units", "nostalgebraist 2020", higher="better", table=True),
+    Metric("entropy", "lens", "lens entropy", "{:.3f}", "the entropy of the prediction read after the block",
+           "nats"),
+    Metric("loss", "lens", "lens loss", "{:.4f}",
+           "the objective's loss on the prediction read after the block, when the objective reads targets "
+           "(`task`, `next-token`); else null", "nats"),
+    Metric("tuned_kl_to_final", "lens", "tuned lens KL", "{:.4f}",
+           "`kl_to_final` with the state first mapped by the block's affine translator `h + Ah + b`, fitted "
+           "to the final prediction on the data (`--lens tuned`, else absent; null for a state whose "
+           "features are not its last dimension)", "nats", "Belrose et al. 2023 (tuned lens)",
+           higher="worse"),
+    Metric("tuned_top1_agreement", "lens", "tuned lens top-1", "{:.3f}",
+           "the share of units whose top-1 read through the block's translator is the final top-1 "
+           "(`--lens tuned`)", "share of units", "Belrose et al. 2023", higher="better"),
     Metric("attribution", "attribution", "attribution", "{:.4f}",
            "the block's share of `score(all on) − score(all off)`, averaged over samples (Integrated "
            "Gradients over branch gates)", "score", table=True),

@@ -24,6 +24,7 @@ __all__ = [
     "GradientNumbers",
     "GraphInfo",
     "InputInfo",
+    "LensNumbers",
     "LesionNumbers",
     "ModelInfo",
     "Numbers",
@@ -184,9 +185,26 @@ class LesionNumbers(Numbers):
         return (float(v[0]), float(v[1])) if isinstance(v, tuple) and len(v) == 2 else None
 
 
+class LensNumbers(Numbers):
+    """``lens`` for one block: the prediction read from the stream after it (docs/lens.md);
+    ``not_measured`` says why when the model's tail cannot take its state."""
+
+    __slots__ = ()
+    kl_to_final = _Number()
+    top1_agreement = _Number()
+    entropy = _Number()
+    loss = _Number()
+    tuned_kl_to_final = _Number()
+    tuned_top1_agreement = _Number()
+    units = _Number()
+    not_measured = _Text()
+
+
 _N = TypeVar("_N", bound=Numbers)
-_VIEWS: dict[str, type[Numbers]] = {"verify": VerifyNumbers, "refinement": RefinementNumbers,
-                                    "gradients": GradientNumbers, "lesion": LesionNumbers}
+_VIEWS: dict[str, type[Numbers]] = {
+    "verify": VerifyNumbers, "refinement": RefinementNumbers, "gradients": GradientNumbers,
+    "lesion": LesionNumbers, "lens": LensNumbers,
+}
 
 
 class BlockMetrics(Mapping[str, Numbers]):
@@ -229,6 +247,10 @@ class BlockMetrics(Mapping[str, Numbers]):
     @property
     def lesion(self) -> LesionNumbers | None:
         return self._view("lesion", LesionNumbers)
+
+    @property
+    def lens(self) -> LensNumbers | None:
+        return self._view("lens", LensNumbers)
 
     def value(self, probe: str, key: str) -> Any:
         """The value of ``key`` in ``probe``'s numbers, or None."""
@@ -334,6 +356,7 @@ class BlockReport(_Part):
     join: str
     join_op: str
     module: str
+    fork_module: str = ""  # the module whose output the skip carries (the encoder level of a U-Net)
     branch_modules: tuple[str, ...] = ()
     fork_node: int = -1
     join_node: int = -1

@@ -263,6 +263,14 @@ def _digits_deep() -> tuple[resprobe.Loaded, resprobe.Data]:
     return loaded, resprobe.load_data(digits_test_path(), loaded.inputs, batch_size=180)
 
 
+def _digits_vit() -> tuple[resprobe.Loaded, resprobe.Data]:
+    from resprobe.examples import digits_test_path
+
+    loaded = resprobe.load("resprobe.examples:digits_vit")
+    assert loaded.inputs is not None
+    return loaded, resprobe.load_data(digits_test_path(), loaded.inputs, batch_size=180)
+
+
 # slug, title, how to build it
 PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded, resprobe.Data]]]] = [
     (
@@ -276,12 +284,14 @@ PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded
     ("transformer-2017", "The 2017 Transformer (torch.nn.Transformer encoder–decoder)", _transformer_2017),
     ("t5", "T5 from a config (encoder–decoder)", _t5),
     ("minilm", "MiniLM-L6 (trained sentence encoder)", _minilm),
+    ("small-lm", "A byte-level GPT trained on the standard library", _source("resprobe.examples:small_lm")),
     ("gpt2", "GPT-2 from a config", lambda: _hf("gpt2")),
     ("llama", "LLaMA from a config", lambda: _hf("llama")),
     ("unet", "A diffusion-style U-Net", _unet),
     ("sd-unet", "Stable-Diffusion-layout U-Net (diffusers UNet2DConditionModel)", _sd_unet),
     ("dit", "DiT: a diffusion transformer (diffusers, adaLN-Zero)", _dit),
     ("vit-b-16", "torchvision ViT-B/16", _vit),
+    ("digits-vit", "A ViT trained on digits", _digits_vit),
     ("clip", "CLIP (open_clip: image and text towers)", _clip),
     ("sam", "SAM's image encoder (segment_anything)", _sam),
 ]
@@ -298,6 +308,8 @@ def page(
     folder = DOCS / slug
     folder.mkdir(parents=True)
     report.save(folder, ("md", "html", "json"))
+    # the docs site renders report.md as report.html: the self-contained page takes another name
+    (folder / "report.html").rename(folder / "standalone.html")
     md = folder / "report.md"
     weights = {
         "trained": "**trained**",
@@ -308,7 +320,7 @@ def page(
         f"# {title}\n\n{loaded.description or report.model.class_name}. Weights: {weights}.\n\n"
         f"Made with `python scripts/gallery.py` (resprobe {report.resprobe_version}). The same "
         "report as one self-contained page, with pan and zoom on the diagram: "
-        "[report.html](report.html); every number in it: [report.json](report.json).\n\n"
+        "[standalone.html](standalone.html); every number in it: [report.json](report.json).\n\n"
     )
     body = md.read_text(encoding="utf-8").split("\n", 1)[1]
     md.write_text(header + body, encoding="utf-8")

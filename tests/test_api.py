@@ -98,7 +98,8 @@ def test_the_public_names_are_pinned() -> None:
     ]
     signatures = {
         "analyze": "(model, inputs=None, *, probes=('verify', 'refinement', 'gradients', 'depth', "
-                   "'lesion'), plugins=None, data=None, objective=None, settings=None, progress=None)",
+                   "'lesion', 'lens'), plugins=None, data=None, objective=None, settings=None, "
+                   "progress=None)",
         "capture": "(model, inputs=None, *, grad=False, train=False)",
         "verify_blocks": "(model, inputs, graph, blocks, *, strict=True, train=False)",
         "load": "(source, *, arch=None, trust=False, plugins=None, seed=0)",

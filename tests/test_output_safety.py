@@ -346,7 +346,7 @@ def test_non_finite_weights_give_strict_json_and_a_note(tmp_path: Path, source: 
     text = (tmp_path / "r" / "report.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
     results = {r["probe"]: r for r in data["results"]}
-    assert set(results) == {"verify", "refinement", "gradients", "depth", "lesion"}
+    assert set(results) == {"verify", "refinement", "gradients", "depth", "lesion", "lens"}
     assert any(n.startswith("lesion: non-finite values written as null: ") and "loss_change" in n
                and n.endswith("the model produced NaN or inf") for n in results["lesion"]["notes"])
     assert any("update_ratio in layers.2" in n for n in results["refinement"]["notes"])

@@ -165,6 +165,8 @@ def test_html_markdown_and_svg_exporters(tmp_path: Path) -> None:
     assert charts == [
         "block_influence",
         "grad_norm_stream0",
+        "lens_kl_stream0",
+        "lens_top1_stream0",
         "lesion",
         "lesion_curve",
         "path_lengths_stream0",

@@ -61,7 +61,7 @@ def test_probes_can_be_added_and_left_out(tmp_path: Path) -> None:
     code, out, err = run("analyze", "--probe", "+attribution", "--probe", "-depth", "-o", str(tmp_path))
     assert code == 0, err
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [r["probe"] for r in report["results"]] == ["verify", "refinement", "gradients", "lesion",
+    assert [r["probe"] for r in report["results"]] == ["verify", "refinement", "gradients", "lesion", "lens",
                                                        "attribution"]
     assert "\nattribution (IntegratedGradients over branch gates" in out and "lesions:" in out
     code, _, err = run("analyze", "--probe", "-nothing", "-o", str(tmp_path / "x"))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PROBES", "NO_BLOCKS", "ProbeContext"]
 
-DEFAULT_PROBES = ("verify", "refinement", "gradients", "depth", "lesion")  # what analyze runs
+DEFAULT_PROBES = ("verify", "refinement", "gradients", "depth", "lesion", "lens")  # what analyze runs
 NO_BLOCKS = "there are no residual blocks"
 
 
@@ -55,6 +55,7 @@ class ProbeContext:
     objective: ObjectiveSpec = None
     settings: Settings = field(default_factory=_default_settings)
     progress: Callable[[int, int], None] | None = None
+    tokenizer: Any = None  # the source's tokenizer (``Loaded.tokenizer``), to show tokens as text
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

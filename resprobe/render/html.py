@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from ..report import Report
-from .parts import COLUMNS, charts, diagram, facts, not_measured, notes, rows
+from .parts import COLUMNS, charts, diagram, facts, not_measured, notes, readouts, rows
 
 __all__ = ["COLUMNS", "charts", "diagram", "report_html"]
 
@@ -81,6 +81,12 @@ def report_html(report: Report, *, full: bool = True) -> str:
         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
         + "</tbody></table></div>"
     )
+    for title, heads, table in readouts(report):
+        parts.append("<h2>Prediction along depth</h2>"
+                     f"<p>{e(title)}</p>" + '<div class="scroll"><table class="readout"><thead><tr>'
+                     + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table)
+                     + "</tbody></table></div>")
     made = charts(report)
     if made:
         parts.append("<h2>Charts</h2>" + "".join(f'<div class="chart">{svg_}</div>' for _, svg_ in made))

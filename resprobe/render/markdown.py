@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..report import Report
-from .parts import charts, diagram, facts, not_measured, notes, rows
+from .parts import charts, diagram, facts, not_measured, notes, readouts, rows
 
 __all__ = ["write_markdown"]
 
@@ -46,6 +46,10 @@ def write_markdown(report: Report, directory: Path, stem: str = "report") -> Pat
     lines += ["", "## Blocks", "", "| " + " | ".join(_escape(h) for h in headers) + " |",
               "|" + " --- |" * len(headers)]
     lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in body]
+    for title, heads, table in readouts(report):
+        lines += ["", "## Prediction along depth", "", _escape(title), "",
+                  "| " + " | ".join(_escape(h) for h in heads) + " |", "|" + " --- |" * len(heads)]
+        lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in table]
     made = charts(report)
     if made:
         folder = directory / f"{stem}-charts"

@@ -13,7 +13,7 @@ from .charts import bar_chart, line_chart
 from .dot import render
 from .refinement import refinement_dot
 
-__all__ = ["COLUMNS", "charts", "diagram", "facts", "not_measured", "notes", "rows"]
+__all__ = ["COLUMNS", "charts", "diagram", "facts", "not_measured", "notes", "readouts", "rows"]
 
 # (header, probe, key, format), from the metric catalogue (resprobe/metrics.py)
 COLUMNS: list[tuple[str, str, str, str]] = [(m.label, m.probe, m.key, m.fmt) for m in table_columns()]
@@ -75,7 +75,61 @@ def charts(report: Report) -> list[tuple[str, str]]:
         + _gradient_charts(report)
         + _depth_charts(report)
         + _lesion_charts(report, names)
+        + _lens_charts(report)
     )
+
+
+def _lens_streams(report: Report) -> list[Mapping[str, Any]]:
+    lens = report.result("lens")
+    return [s for s in (lens.summary.get("streams", ()) if lens else ()) if s.get("blocks")]
+
+
+def _lens_charts(report: Report) -> list[tuple[str, str]]:
+    """Per decoded stream: KL to the final prediction and top-1 agreement after each block."""
+    lens = report.result("lens")
+    out = []
+    for s in _lens_streams(report):
+        assert lens is not None
+        names = list(s["blocks"])
+        kl = [lens.blocks[n].get("kl_to_final") for n in names]
+        agree = [lens.blocks[n].get("top1_agreement") for n in names]
+        ticks = [str(k) for k in range(1, len(names) + 1)]
+        out.append((f"lens_kl_stream{s['id']}", line_chart(
+            f"prediction along depth, stream {s['id']}: KL to the final prediction (nats)",
+            {"KL(final ‖ read after the block)": kl}, x_label="block (step on the stream)", x_ticks=ticks)))
+        out.append((f"lens_top1_stream{s['id']}", line_chart(
+            f"prediction along depth, stream {s['id']}: top-1 agreement with the final prediction",
+            {"share of units": agree}, x_label="block (step on the stream)", x_ticks=ticks)))
+    return out
+
+
+def readouts(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The lens's readout tables (language models): per decoded stream, the top-1 token read
+    after each block at a few positions of the first sample. (title, headers, rows)."""
+    lens = report.result("lens")
+    out = []
+    for s in _lens_streams(report):
+        r = s.get("readout")
+        if not r:
+            continue
+        words = r.get("tokens") or {}
+        given = words.get("input") or [str(t) for t in (r.get("input") or ())]
+        headers = ["block"] + [f"{pos}: {_shown(given[k]) if k < len(given) else ''}".strip()
+                               for k, pos in enumerate(r["positions"])]
+        blocks = words.get("blocks") or [[str(t) for t in (b or ())] for b in r["blocks"]]
+        rows = [[name, *(_shown(t) for t in top)] for name, top in zip(s["blocks"], blocks)]
+        final = words.get("final") or [str(t) for t in r["final"]]
+        rows.append(["output", *(_shown(t) for t in final)])
+        assert lens is not None
+        out.append((f"stream {s['id']}: the next token predicted from the stream after each block (the "
+                    "model's own final norm and head applied there), at a few positions of the first sample; "
+                    "each column is headed by its position and the input token there", headers, rows))
+    return out
+
+
+def _shown(token: str) -> str:
+    """A token as visible text: spaces, newlines and tabs drawn."""
+    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
 
 
 def _refinement_charts(report: Report, names: list[str]) -> list[tuple[str, str]]:
@@ -214,7 +268,8 @@ def facts(report: Report) -> list[tuple[str, str]]:
 
 def not_measured(report: Report) -> list[str]:
     ran = {r.probe for r in report.results}
-    return [f"{p} (probe not run)" for p in ("refinement", "gradients", "depth", "lesion") if p not in ran]
+    return [f"{p} (probe not run)" for p in ("refinement", "gradients", "depth", "lesion", "lens")
+            if p not in ran]
 
 
 def notes(report: Report) -> list[str]:

@@ -221,7 +221,8 @@ def _stream(
 
 
 def _concat(concat: list[BlockReport]) -> list[str]:
-    """Concat skips (DenseNet, U-Net): a dotted cluster of their own."""
+    """Concat skips (DenseNet, U-Net): a dotted cluster of their own, each box naming what is
+    concatenated with what: the module whose output the skip carries → where it is joined."""
     if not concat:
         return []
     lines = [
@@ -230,7 +231,9 @@ def _concat(concat: list[BlockReport]) -> list[str]:
         'color="#cccccc";',
     ]
     for k, b in enumerate(concat):
-        lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(b.name)}];')
+        into = b.module or "(top level)"
+        label = f"{b.name}\n{b.fork_module or '(top level)'} → {into}"
+        lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(label)}];')
         if k:
             lines.append(f"    c{k - 1} -> c{k} [style=dotted];")
     return [*lines, "  }"]
