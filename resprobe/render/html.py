@@ -13,7 +13,7 @@ __all__ = ["COLUMNS", "charts", "diagram", "report_html"]
 _RULES = (  # every rule is scoped to the report's own element: nothing else on the page changes
     ("", "font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px"),
     ("table", "border-collapse:collapse;font-size:12px"),
-    ("td", "border:1px solid #ddd;padding:3px 6px;text-align:right"),
+    ("td", "border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap"),
     ("th", "border:1px solid #ddd;padding:3px 6px;background:#f3f3f3;cursor:pointer;user-select:none"),
     ("table.blocks td:nth-child(3)", "text-align:left"),
     ("table.blocks th:nth-child(3)", "text-align:left"),

@@ -250,7 +250,8 @@ def facts(report: Report) -> list[tuple[str, str]]:
     if report.objective:
         facts.append(("objective", f"{report.objective['name']}: {report.objective['description']}"))
     if report.data:
-        facts.append(("data", f"{report.data['description']} ({report.data['measured_samples']} samples)"))
+        n = report.data["measured_samples"]
+        facts.append(("data", f"{report.data['description']} ({n} sample{'' if n == 1 else 's'})"))
     depth = report.result("depth")
     if depth:
         for s in depth.summary.get("streams", []):

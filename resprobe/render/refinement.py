@@ -235,7 +235,7 @@ def _concat(concat: list[BlockReport]) -> list[str]:
         label = f"{b.name}\n{b.fork_module or '(top level)'} → {into}"
         lines.append(f'    c{k} [shape=box, style="rounded,dotted", label={_quote(label)}];')
         if k:
-            lines.append(f"    c{k - 1} -> c{k} [style=dotted];")
+            lines.append(f"    c{k - 1} -> c{k} [style=invis];")  # stacks the boxes; no flow between them
     return [*lines, "  }"]
 
 
