@@ -274,60 +274,80 @@ def lens(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *,
     still held and autograd off, with every batch's taped pass of every decoded stream (kept
     for it: the tuned lens fits its translators on them); not called when nothing is decoded."""
     found = tails(graph, blocks)
-    usable = [t for t in found if t.why is None]
     out: dict[str, Any] = {"blocks": {}, "streams": [], "objective": None, "samples": 0}
     for t in found:
         for b in t.blocks:
             why = t.why or t.skipped.get(b.name)
             if why:
                 out["blocks"][b.name] = {"not_measured": why}
-    if not usable:
+    run = _Run(graph, [t for t in found if t.why is None], objective, then is not None)
+    if not run.usable:
         out["streams"] = [{"id": t.stream, "not_measured": t.why} for t in found]
         return out
-    sums = {t.stream: _Sums() for t in usable}
-    steps = Steps(progress, data.batches * len(usable))
-    chosen: Objective | None = None
-    current = _Current(graph, {t.stream: t for t in usable})
-    unreached: dict[int, str] = {}
-    kept: list[Taped] | None = [] if then is not None else None
     try:
-        session = Session(model, train=train)
-        with session, torch.no_grad():
-            for inp, targets in data:
-                inp, targets = session.on(inp, targets)
-                for t in list(usable):
-                    try:
-                        chosen = _batch(session, current, t.stream, inp, targets, objective, chosen,
-                                        sums[t.stream], kept)
-                    except _OffGraph:  # other inputs (an attention mask): capture again, match blocks by name
-                        current = _Current.of(session.recapture(inp, grad=False), usable)
-                        chosen = _batch(session, current, t.stream, inp, targets, objective, chosen,
-                                        sums[t.stream], kept)
-                    except _Unreached:  # another output (a CLIP text tower): not what the objective reads
-                        usable.remove(t)
-                        unreached[t.stream] = ("the stream's final state does not reach the output the "
-                                               "objective reads")
-                    steps()
-            if then is not None and kept is not None:
-                then(session, kept)
+        run.over(Session(model, train=train), data, Steps(progress, data.batches * len(run.usable)), then)
     except _NotADistribution as err:
         why = (f"the objective ({err}) does not read the output as a prediction over classes or tokens; "
                "a lens decodes logits (objectives: " + ", ".join(DISTRIBUTIONS) + ")")
         return {"blocks": {b.name: {"not_measured": why} for t in found for b in t.blocks},
                 "streams": [{"id": t.stream, "not_measured": why} for t in found],
                 "objective": {"name": str(err), "description": ""}, "samples": 0}
+    return _gathered(out, found, run)
+
+
+class _Run:
+    """The passes of one lens: the streams still decoded, their sums, the objective once chosen,
+    the graph the passes follow, and why a stream was given up."""
+
+    def __init__(self, graph: Graph, usable: list[Tail], objective: ObjectiveSpec, keep: bool):
+        self.usable, self.objective = usable, objective
+        self.sums = {t.stream: _Sums() for t in usable}
+        self.chosen: Objective | None = None
+        self.current = _Current(graph, {t.stream: t for t in usable})
+        self.unreached: dict[int, str] = {}
+        self.kept: list[Taped] | None = [] if keep else None
+
+    def over(self, session: Session, data: Data, steps: Steps,
+             then: Callable[[Session, list[Taped]], None] | None) -> None:
+        with session, torch.no_grad():
+            for inp, targets in data:
+                inp, targets = session.on(inp, targets)
+                for t in list(self.usable):
+                    self.one(session, t, inp, targets)
+                    steps()
+            if then is not None and self.kept is not None:
+                then(session, self.kept)
+
+    def one(self, session: Session, t: Tail, inp: Inputs, targets: Any) -> None:
+        """One batch of one stream."""
+        def attempt() -> Objective:
+            return _batch(session, self.current, t.stream, inp, targets, self.objective, self.chosen,
+                          self.sums[t.stream], self.kept)
+        try:
+            self.chosen = attempt()
+        except _OffGraph:  # other inputs (an attention mask): capture again, match blocks by name
+            self.current = _Current.of(session.recapture(inp, grad=False), self.usable)
+            self.chosen = attempt()
+        except _Unreached:  # another output (a CLIP text tower): not what the objective reads
+            self.usable.remove(t)
+            self.unreached[t.stream] = ("the stream's final state does not reach the output the objective "
+                                        "reads")
+
+
+def _gathered(out: dict[str, Any], found: list[Tail], run: _Run) -> dict[str, Any]:
+    """``out`` with every decoded stream's numbers, and why the others were not decoded."""
     for t in found:
-        if t.stream in unreached:
-            out["blocks"].update({b.name: {"not_measured": unreached[t.stream]} for b in t.blocks})
-            out["streams"].append({"id": t.stream, "not_measured": unreached[t.stream]})
-    if chosen is None:
+        if t.stream in run.unreached:
+            out["blocks"].update({b.name: {"not_measured": run.unreached[t.stream]} for b in t.blocks})
+            out["streams"].append({"id": t.stream, "not_measured": run.unreached[t.stream]})
+    if run.chosen is None:
         return out
-    out["objective"] = {"name": chosen.name, "description": chosen.description}
-    for t in usable:
-        block_numbers, stream = _finish(t, sums[t.stream], chosen)
+    out["objective"] = {"name": run.chosen.name, "description": run.chosen.description}
+    for t in run.usable:
+        block_numbers, stream = _finish(t, run.sums[t.stream], run.chosen)
         out["blocks"].update(block_numbers)
         out["streams"].append(stream)
-        out["samples"] = max(out["samples"], sums[t.stream].samples)
+        out["samples"] = max(out["samples"], run.sums[t.stream].samples)
     out["streams"] += [{"id": t.stream, "not_measured": t.why} for t in found if t.why is not None]
     out["streams"].sort(key=lambda s: s["id"])
     return out

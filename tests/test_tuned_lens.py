@@ -169,3 +169,42 @@ def test_a_fit_that_diverges_leaves_the_identity(monkeypatch: pytest.MonkeyPatch
     first = got["blocks"]["1.f"]
     assert first["tuned_kl_to_final"] == first["kl_to_final"] > 0
     assert "did not improve on the logit lens for 1 block(s) (1.f)" in got["notes"][0]
+
+
+class _Payload:
+    """A pickle that would write a file when unpickled by a loader that runs code."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (pathlib.Path.write_text, (str(self.marker), "ran"))  # type: ignore[return-value]
+
+
+def test_a_hostile_translators_file_runs_nothing(lm: Any, tmp_path: pathlib.Path) -> None:
+    """The translators file is read as plain data (weights_only): a pickle that runs code on load
+    is refused as not a translators file and fitted again; nothing of it runs."""
+    import pickle
+
+    loaded, graph, blocks = lm
+    marker, path = tmp_path / "ran.txt", tmp_path / "t.pt"
+    path.write_bytes(pickle.dumps({"format": 1, "weights": _Payload(marker)}))
+    got = tuned_lens(loaded.model, graph, blocks, resprobe.example_data(loaded.inputs), steps=3,
+                     translators=str(path))
+    assert not marker.exists()
+    assert got["tuned"]["fitted"] and "not a translators file" in got["notes"][0]
+
+
+def test_the_lens_does_not_depend_on_the_batching() -> None:
+    from resprobe.examples import digits_test_path
+    from resprobe.lens import lens
+
+    loaded = resprobe.load("resprobe.examples:digits_vit")
+    graph = resprobe.capture(loaded.model, loaded.inputs)
+    blocks = resprobe.find_blocks(graph)
+    runs = [lens(loaded.model, graph, blocks, resprobe.load_data(digits_test_path(), loaded.inputs,
+                                                               batch_size=size))["blocks"]
+            for size in (360, 50)]
+    for name, one in runs[0].items():
+        for key in ("kl_to_final", "top1_agreement", "entropy", "loss"):
+            assert runs[1][name][key] == pytest.approx(one[key], rel=1e-5, abs=1e-7), (name, key)
