@@ -18,7 +18,6 @@ from .render.parts import diagram
 from .report import Report
 
 __all__ = [
-    "BUILTIN",
     "HtmlExporter",
     "JsonExporter",
     "MarkdownExporter",
@@ -103,4 +102,3 @@ class SvgExporter:
 html_exporter = HtmlExporter()
 markdown_exporter = MarkdownExporter()
 svg_exporter = SvgExporter()
-BUILTIN = (json_exporter, html_exporter, markdown_exporter, svg_exporter)

@@ -31,7 +31,7 @@ from .inputs import Inputs
 from .objective import Objective, ObjectiveSpec, choose_objective, main_output
 from .session import Session, Steps
 
-__all__ = ["DISTRIBUTIONS", "Tail", "Taped", "lens", "tails"]
+__all__ = ["DISTRIBUTIONS", "Sums", "Tail", "Taped", "compare", "lens", "tails"]
 
 # objectives that read the output as logits over its last dimension (a prediction to decode)
 DISTRIBUTIONS = ("self-ce", "next-token", "task")
@@ -207,7 +207,7 @@ def _tensors(value: Any) -> list[Tensor]:
     return gather_tensors(value if isinstance(value, (list, tuple)) else [value], [])
 
 
-class _Sums:
+class Sums:
     """Running sums per block (and for the stream's input state, key ``""``) over units."""
 
     def __init__(self) -> None:
@@ -247,7 +247,7 @@ class _Final:
         self.top = final.argmax(-1)
 
 
-def _compare(sums: _Sums, name: str, lens_logits: Tensor, final: _Final | Tensor, weights: Tensor) -> None:
+def compare(sums: Sums, name: str, lens_logits: Tensor, final: _Final | Tensor, weights: Tensor) -> None:
     """Add one block's KL to the final prediction, top-1 agreement, entropy and the log-probability
     of the final top-1, over the weighted units."""
     if isinstance(final, Tensor):
@@ -301,7 +301,7 @@ class _Run:
 
     def __init__(self, graph: Graph, usable: list[Tail], objective: ObjectiveSpec, keep: bool):
         self.usable, self.objective = usable, objective
-        self.sums = {t.stream: _Sums() for t in usable}
+        self.sums = {t.stream: Sums() for t in usable}
         self.chosen: Objective | None = None
         self.current = _Current(graph, {t.stream: t for t in usable})
         self.unreached: dict[int, str] = {}
@@ -354,7 +354,7 @@ def _gathered(out: dict[str, Any], found: list[Tail], run: _Run) -> dict[str, An
 
 
 def _batch(session: Session, current: _Current, stream: int, inp: Inputs, targets: Any, spec: ObjectiveSpec,
-           chosen: Objective | None, sums: _Sums, kept: list[Taped] | None = None) -> Objective:
+           chosen: Objective | None, sums: Sums, kept: list[Taped] | None = None) -> Objective:
     """One taped pass on a batch, then one tail per block of ``stream``; returns the objective
     (chosen on the first batch). The taped pass goes into ``kept`` when given."""
     graph, tail = current.graph, current.tails[stream]
@@ -380,7 +380,7 @@ def _batch(session: Session, current: _Current, stream: int, inp: Inputs, target
         if state is None or state.shape != tape.states[tail.end].shape:
             continue
         decoded = tape.replay(state.clone(), final)
-        _compare(sums, name, decoded, reference, weights)
+        compare(sums, name, decoded, reference, weights)
         _read_out(sums, name, decoded, final, inp, weights)
         if chosen.name in _WITH_TARGETS:
             losses = chosen.losses(decoded, inp, targets)
@@ -429,7 +429,7 @@ def _check(recorder: Recorder, graph: Graph, tail: Tail) -> None:
             raise _OffGraph(f"the model took another path than when it was captured (node {nid})")
 
 
-def _finish(tail: Tail, sums: _Sums, objective: Objective) -> tuple[dict[str, Any], dict[str, Any]]:
+def _finish(tail: Tail, sums: Sums, objective: Objective) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-block means, and the stream's summary."""
     units = max(sums.units, 1.0)
     per: dict[str, dict[str, Any]] = {}
@@ -465,7 +465,7 @@ def _finish(tail: Tail, sums: _Sums, objective: Objective) -> tuple[dict[str, An
 _SHOWN = 8  # positions of the first sample in the readout table
 
 
-def _read_out(sums: _Sums, name: str, decoded: Tensor, final: Tensor, inp: Inputs, weights: Tensor) -> None:
+def _read_out(sums: Sums, name: str, decoded: Tensor, final: Tensor, inp: Inputs, weights: Tensor) -> None:
     """Keep the top-1 of a few positions of the first sample (sequence outputs only), the first
     batch only: the readout table of docs/lens.md."""
     if final.dim() != 3:
@@ -483,7 +483,7 @@ def _read_out(sums: _Sums, name: str, decoded: Tensor, final: Tensor, inp: Input
         sums.readout["top"][name] = decoded[0, sums.readout["positions"]].argmax(-1).tolist()
 
 
-def _readout(sums: _Sums, order: list[str]) -> dict[str, Any] | None:
+def _readout(sums: Sums, order: list[str]) -> dict[str, Any] | None:
     if sums.readout is None:
         return None
     r = sums.readout

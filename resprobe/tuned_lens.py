@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .blocks import Block
 from .data import Data
 from .graph import Graph
-from .lens import Taped, _compare, _Sums, lens
+from .lens import Sums, Taped, compare, lens
 from .objective import ObjectiveSpec
 from .session import Session, Steps
 
@@ -231,20 +231,20 @@ class _Fit:
                  taped: list[Taped]) -> None:
         """The tuned numbers of every block; a translator just fitted that reads the fitting data
         worse than the identity (the logit lens) did not converge, and becomes the identity."""
-        tuned: dict[int, _Sums] = {}  # per stream, as the logit lens
-        logit: dict[int, _Sums] = {}
+        tuned: dict[int, Sums] = {}  # per stream, as the logit lens
+        logit: dict[int, Sums] = {}
         stream: dict[str, int] = {}
         with torch.no_grad():
             for t in taped:
-                sums = tuned.setdefault(t.tail.stream, _Sums())
-                plain = logit.setdefault(t.tail.stream, _Sums())
+                sums = tuned.setdefault(t.tail.stream, Sums())
+                plain = logit.setdefault(t.tail.stream, Sums())
                 sums.units += float(t.weights.sum())
                 for b in t.tail.blocks:
                     if b.name in widths and b.join in t.tape.states:
                         stream[b.name] = t.tail.stream
-                        _compare(sums, b.name, self._read(t, b, translators), t.final, t.weights)
+                        compare(sums, b.name, self._read(t, b, translators), t.final, t.weights)
                         if self.summary["fitted"]:
-                            _compare(plain, b.name, self._read(t, b, None), t.final, t.weights)
+                            compare(plain, b.name, self._read(t, b, None), t.final, t.weights)
         worse = [n for n, k in stream.items() if self.summary["fitted"] and tuned[k].kl[n] > logit[k].kl[n]]
         for name in worse:
             translators.weights[name].zero_()

@@ -87,9 +87,10 @@ def _lens_streams(report: Report) -> list[Mapping[str, Any]]:
 def _lens_charts(report: Report) -> list[tuple[str, str]]:
     """Per decoded stream: KL to the final prediction and top-1 agreement after each block."""
     lens = report.result("lens")
+    if lens is None:
+        return []
     out = []
     for s in _lens_streams(report):
-        assert lens is not None
         names = list(s["blocks"])
         kl = [lens.blocks[n].get("kl_to_final") for n in names]
         agree = [lens.blocks[n].get("top1_agreement") for n in names]
@@ -106,7 +107,6 @@ def _lens_charts(report: Report) -> list[tuple[str, str]]:
 def readouts(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     """The lens's readout tables (language models): per decoded stream, the top-1 token read
     after each block at a few positions of the first sample. (title, headers, rows)."""
-    lens = report.result("lens")
     out = []
     for s in _lens_streams(report):
         r = s.get("readout")
@@ -120,7 +120,6 @@ def readouts(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = [[name, *(_shown(t) for t in top)] for name, top in zip(s["blocks"], blocks)]
         final = words.get("final") or [str(t) for t in r["final"]]
         rows.append(["output", *(_shown(t) for t in final)])
-        assert lens is not None
         out.append((f"stream {s['id']}: the next token predicted from the stream after each block (the "
                     "model's own final norm and head applied there), at a few positions of the first sample; "
                     "each column is headed by its position and the input token there", headers, rows))
