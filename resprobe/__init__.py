@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .analyze import analyze
     from .blocks import Block, Stream, find_blocks, streams
     from .capture import capture
+    from .compare import Comparison, compare_reports
     from .data import Data, example_data, load_data
     from .depth import exact_profile, sample_profile
     from .errors import (
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from .render.html import report_html
     from .render.refinement import refinement_dot
     from .report import ProbeResult, Report
+    from .runlog import Run, RunStep, read_run
     from .verify import BlockCheck, verify_blocks
+    from .watcher import Watch, watch
 
 _LAZY = {  # public name: the module that defines it (":name" when named otherwise there)
     "Adapter": ".plugins",
@@ -47,6 +50,7 @@ _LAZY = {  # public name: the module that defines it (":name" when named otherwi
     "Block": ".blocks",
     "BlockCheck": ".verify",
     "CaptureError": ".errors",
+    "Comparison": ".compare",
     "DEFAULT_PROBES": ".probes",
     "Data": ".data",
     "Exporter": ".plugins",
@@ -66,14 +70,18 @@ _LAZY = {  # public name: the module that defines it (":name" when named otherwi
     "Registry": ".plugins",
     "Report": ".report",
     "ResprobeError": ".errors",
+    "Run": ".runlog",
+    "RunStep": ".runlog",
     "Settings": ".measure",
     "SourceError": ".errors",
     "Stream": ".blocks",
     "UsageError": ".errors",
     "VerificationError": ".errors",
+    "Watch": ".watcher",
     "analyze": ".analyze",
     "capture": ".capture",
     "choose_objective": ".objective",
+    "compare_reports": ".compare",
     "ensure_fits": "._memory",
     "exact_profile": ".depth",
     "example_data": ".data",
@@ -92,7 +100,9 @@ _LAZY = {  # public name: the module that defines it (":name" when named otherwi
     "report_html": ".render.html",
     "sample_profile": ".depth",
     "streams": ".blocks",
+    "read_run": ".runlog",
     "verify_blocks": ".verify",
+    "watch": ".watcher",
 }
 
 __all__ = [
@@ -101,6 +111,7 @@ __all__ = [
     "Block",
     "BlockCheck",
     "CaptureError",
+    "Comparison",
     "DEFAULT_PROBES",
     "Data",
     "Exporter",
@@ -120,15 +131,19 @@ __all__ = [
     "Registry",
     "Report",
     "ResprobeError",
+    "Run",
+    "RunStep",
     "Settings",
     "SourceError",
     "Stream",
     "UsageError",
     "VerificationError",
+    "Watch",
     "__version__",
     "analyze",
     "capture",
     "choose_objective",
+    "compare_reports",
     "ensure_fits",
     "exact_profile",
     "example_data",
@@ -142,12 +157,14 @@ __all__ = [
     "load_inputs",
     "main_output",
     "measure",
+    "read_run",
     "refinement_dot",
     "render_dot",
     "report_html",
     "sample_profile",
     "streams",
     "verify_blocks",
+    "watch",
 ]
 
 sys.modules[__name__].__class__ = LazyPackage

@@ -172,19 +172,19 @@ def _unswap_buffers(tree: ModuleTree, swapped: list[tuple[nn.Module, str, Tensor
 
 
 @contextmanager
-def preserved(model: nn.Module, tree: ModuleTree, train: bool) -> Iterator[list[str]]:
-    """Eval mode (unless ``train``) for the run; afterwards training flags, buffers (their very
-    tensors, values and versions), hooks and plain attributes (caches a forward pass fills) as
-    found."""
+def preserved(model: nn.Module, tree: ModuleTree, train: bool | None) -> Iterator[list[str]]:
+    """Eval mode (unless ``train``; None keeps every module's flag as it is) for the run;
+    afterwards training flags, buffers (their very tensors, values and versions), hooks and
+    plain attributes (caches a forward pass fills) as found."""
     flags = [(m, m.training) for m in tree.modules]
     attrs = _attributes(tree)
     hooks = _hooks(tree)
     notes: list[str] = []
-    if model.training and not train:
+    if model.training and train is False:
         notes.append("recorded in eval mode (the model was in train mode; it is restored)")
     swapped = _swap_buffers(tree)
     try:
-        if any(flag != train for _, flag in flags):
+        if train is not None and any(flag != train for _, flag in flags):
             model.train(train)
         yield notes
     finally:
@@ -223,16 +223,17 @@ class Held:
     the session keeps it as found (see the module docstring); ``restored`` then lists what the
     runs changed and were undone (filled on exit), ``notes`` what unwrapping did.
 
-    ``train`` keeps train mode for the runs; ``dtype`` runs the instrumented passes (and their
-    re-captures) under autocast; ``trainable`` lets every float parameter take gradients while
-    held (``thawed`` names those that were frozen). ``inputs`` (when known before entering)
-    adds the CUDA devices of their tensors to the RNG states forked. ``tree`` is the model's
+    ``train`` keeps train mode for the runs (None: every module's flag as found); ``dtype``
+    runs the instrumented passes (and their re-captures) under autocast; ``trainable`` lets
+    every float parameter take gradients while held (``thawed`` names those that were frozen).
+    ``inputs`` (when known before entering) adds the CUDA devices of their tensors to the RNG
+    states forked. ``tree`` is the model's
     ``ModuleTree`` when the caller has walked it already.
 
     A session that is not entered still runs passes: the caller then holds the model itself.
     """
 
-    def __init__(self, model: nn.Module, *, train: bool = False, dtype: torch.dtype | None = None,
+    def __init__(self, model: nn.Module, *, train: bool | None = False, dtype: torch.dtype | None = None,
                  trainable: bool = False, inputs: Inputs | None = None, tree: ModuleTree | None = None):
         self.model, self.notes = unwrap(model)
         self.tree = ModuleTree(self.model) if tree is None else tree

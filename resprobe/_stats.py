@@ -4,6 +4,7 @@ turns one instrumented pass into them. Nothing here reads a value back to the ho
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,7 +61,11 @@ def per_sample(t: Tensor) -> Tensor:
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise dot products without a full-size temporary (a batched matmul)."""
+    """Row-wise dot products: on an accelerator a batched matmul (no full-size temporary); on
+    the CPU ``vecdot``, several times faster there than a matmul of ``[N, 1, D]`` by ``[N, D, 1]``."""
+    if a.device.type == "cpu":
+        out: Tensor = torch.linalg.vecdot(a, b)
+        return out
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
 
 
@@ -107,8 +112,10 @@ class Sums:
         for key, parts in other.v.items():
             self.v.setdefault(key, []).extend(parts)
 
-    def host(self) -> dict[Any, tuple[Any, Any, Any]]:
-        """Every sum reduced and copied to the host at once: key -> (sums, squares, counts)."""
+    def host(self, reduce: Callable[[Tensor], None] | None = None) -> dict[Any, tuple[Any, Any, Any]]:
+        """Every sum reduced and copied to the host at once: key -> (sums, squares, counts).
+        ``reduce`` (e.g. an all-reduce over processes) sees the flat float64 tensor of every
+        sum first, and may change it in place: one call for all keys."""
         flat: list[Tensor] = []
         layout = []
         for key, parts in self.v.items():
@@ -126,7 +133,10 @@ class Sums:
         if not flat:
             return {}
         device = next((f.device for f in flat if f.device.type != "cpu"), flat[0].device)
-        values = torch.cat([f.to(device) for f in flat]).cpu()
+        values = torch.cat([f.to(device) for f in flat])
+        if reduce is not None:
+            reduce(values)
+        values = values.cpu()
         out: dict[Any, tuple[Any, Any, Any]] = {}
         at = 0
         for key, shapes in layout:
@@ -163,7 +173,7 @@ class Collector:
         self.nodes: dict[int, Tensor] = {}
         self.branch: dict[int, Tensor] = {}
         self.delta_norm: dict[int, Tensor] = {}
-        self.deltas: dict[int, tuple[Tensor, Tensor]] = {}
+        self.deltas: dict[int, tuple[Tensor, Tensor | None]] = {}
         self.branch_norm: dict[int, Tensor] = {}
         self.ungated: set[int] = set()  # blocks whose input gradient cannot be split (see Instrument)
         self.inputs: dict[tuple[int, str], Tensor] = {}
@@ -278,11 +288,19 @@ class Collector:
         self.sums.add_matrix(("angular", sid), total, count)
 
     # -- backward -------------------------------------------------------------------------
-    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
-        G, B = per_sample(self.masked(grad)), per_sample(self.masked(b))
-        dn, bd = _norm(G), _dot(B, G)
-        self.sums.add((self.names[i], BACKWARD), torch.stack([dn, -bd]))
+    def delta(self, i: int, grad: Tensor, b: Tensor | None) -> None:
+        """The gradient at block ``i``'s join; with its branch output ``b``, also ``b·δ`` (the
+        first-order lesion estimate and, later, the iterative-inference cosine)."""
+        G = per_sample(self.masked(grad))
+        dn = _norm(G)
         self.delta_norm[i] = dn
+        if b is None:  # no branch output kept: the second row counts nothing
+            self.sums.add((self.names[i], BACKWARD), torch.stack([dn, torch.zeros_like(dn)]),
+                          torch.stack([torch.ones_like(dn), torch.zeros_like(dn)]))
+            self.deltas[i] = (grad, None)
+            return
+        bd = _dot(per_sample(self.masked(b)), G)
+        self.sums.add((self.names[i], BACKWARD), torch.stack([dn, -bd]))
         self.deltas[i] = (grad, bd)
         self.branch[i] = b
 
@@ -293,29 +311,34 @@ class Collector:
 
     def finish_backward(self) -> None:
         """Gains and the iterative-inference cosine, once every gradient has arrived."""
-        for i, dn in self.delta_norm.items():
-            if i in self.ungated:
-                continue
-            gs, gb = self.inputs.get((i, SKIP)), self.inputs.get((i, BRANCH))
-            if gs is None or gb is None or not gs.dim() or gs.shape[0] != dn.shape[0] \
-                    or gb.shape[0] != dn.shape[0]:
-                continue
-            delta, bd = self.deltas[i]
-            b = self.branch[i]
-            S, R, B = (per_sample(self.masked(t)) for t in (gs, gb, b))
-            identity = _same(gs, delta)  # an identity skip hands the join's gradient on as it is
-            ns, nr = dn if identity else _norm(S), _norm(R)
-            self.sums.add((self.names[i], GAINS), torch.stack([ns, nr]) / dn.clamp_min(_TINY),
-                          (dn > 0).float().expand(2, -1))
-            if gs.shape == gb.shape == b.shape:
-                # cos(b, gs + gb) from dot products alone: no gradient-sized temporary
-                dot = (bd if identity else _dot(B, S)) + _dot(B, R)
-                gx = (ns.square() + nr.square() + 2 * _dot(S, R)).clamp_min(0).sqrt()
-                nb = self.branch_norm.get(i)
-                nb = _norm(B) if nb is None or nb.shape != dn.shape else nb
-                self.sums.add((self.names[i], "iterative_cos"), dot / (nb * gx).clamp_min(_TINY))
+        for i in list(self.delta_norm):
+            self.finish_block(i)
         for store in (self.delta_norm, self.deltas, self.inputs, self.branch, self.branch_norm):
             store.clear()
+
+    def finish_block(self, i: int) -> None:
+        """Block ``i``'s gains and iterative-inference cosine, once its gradients are in; what
+        was kept for it is let go."""
+        dn = self.delta_norm.pop(i)
+        delta, bd = self.deltas.pop(i)
+        b = self.branch.pop(i, None)
+        nb = self.branch_norm.pop(i, None)
+        gs, gb = self.inputs.pop((i, SKIP), None), self.inputs.pop((i, BRANCH), None)
+        if i in self.ungated or gs is None or gb is None or not gs.dim() or gs.shape[0] != dn.shape[0] \
+                or gb.shape[0] != dn.shape[0]:
+            return
+        S, R = per_sample(self.masked(gs)), per_sample(self.masked(gb))
+        identity = _same(gs, delta)  # an identity skip hands the join's gradient on as it is
+        ns, nr = dn if identity else _norm(S), _norm(R)
+        self.sums.add((self.names[i], GAINS), torch.stack([ns, nr]) / dn.clamp_min(_TINY),
+                      (dn > 0).float().expand(2, -1))
+        if b is not None and bd is not None and gs.shape == gb.shape == b.shape:
+            B = per_sample(self.masked(b))
+            # cos(b, gs + gb) from dot products alone: no gradient-sized temporary
+            dot = (bd if identity else _dot(B, S)) + _dot(B, R)
+            gx = (ns.square() + nr.square() + 2 * _dot(S, R)).clamp_min(0).sqrt()
+            nb = _norm(B) if nb is None or nb.shape != dn.shape else nb
+            self.sums.add((self.names[i], "iterative_cos"), dot / (nb * gx).clamp_min(_TINY))
 
 
 def _drop(x: Tensor, w: Tensor | None) -> Tensor:

@@ -39,9 +39,10 @@ def capture(model: nn.Module | Loaded, inputs: Any = None, *, grad: bool = False
     return record(loaded.model, loaded.inputs, grad=grad, train=train)
 
 
-def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool = False,
+def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool | None = False,
            watcher: Watcher | None = None) -> Graph:
-    """``capture`` with an optional watcher that sees every op (used by verification)."""
+    """``capture`` with an optional watcher that sees every op (used by verification);
+    ``train=None`` keeps every module's training flag as it is."""
     if not isinstance(model, nn.Module):
         raise InputsError(f"expected a torch.nn.Module to capture, got {type(model).__name__}")
     given = Inputs.of(inputs)

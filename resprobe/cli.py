@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._cli_compare import compare
+from ._cli_report import report
 from ._deadline import TimeUp, deadline
 from ._version import __version__
 from .errors import InputsError, ResprobeError, UsageError, VerificationError
@@ -571,3 +573,7 @@ def _graph(session: _Session, loaded: Loaded, inputs: Inputs) -> Graph:
         return loaded.graph
     session.say(f"capturing one forward pass of {type(loaded.model).__name__}")
     return capture(loaded.model, inputs)
+
+
+main.add_command(report)
+main.add_command(compare)

@@ -132,7 +132,7 @@ class _Handles:
     def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
         self.joins[i] = y
 
-    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
+    def delta(self, i: int, grad: Tensor, b: Tensor | None) -> None:
         pass
 
     def entered(self, i: int, role: str, grad: Tensor) -> None:

@@ -26,7 +26,7 @@ class _Silent:
     def joined(self, i: int, s: Tensor, b: Tensor, y: Tensor, plain: bool = False) -> None:
         pass
 
-    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
+    def delta(self, i: int, grad: Tensor, b: Tensor | None) -> None:
         pass
 
     def entered(self, i: int, role: str, grad: Tensor) -> None:

@@ -33,8 +33,9 @@ class Listener(Protocol):
         """Forward: block ``i`` joined skip ``s`` and branch ``b`` into ``y`` (``plain``:
         ``y = s + b`` exactly, no scale anywhere)."""
 
-    def delta(self, i: int, grad: Tensor, b: Tensor) -> None:
-        """Backward: the gradient reaching block ``i``'s join output (with its branch output)."""
+    def delta(self, i: int, grad: Tensor, b: Tensor | None) -> None:
+        """Backward: the gradient reaching block ``i``'s join output (with its branch output,
+        None when the plan does not keep branch outputs: ``Instrument.keep_branches``)."""
 
     def entered(self, i: int, role: str, grad: Tensor) -> None:
         """Backward: gradient reaching block ``i``'s input through its skip or its branch."""
@@ -87,6 +88,9 @@ class Instrument:
     outputs (roles ``skip``/``branch`` at the block input, ``join-skip``/``join-branch`` at the
     join).
 
+    ``keep_branches=False`` lets each branch output go after the forward pass (the listener's
+    ``delta`` then gets None instead): less memory, no statistics that need ``b`` and a gradient.
+
     Scales (read when used, so they can change between passes): ``branch_forward[i]`` multiplies
     block i's branch before the join (a float, or a tensor broadcast against the branch from
     the left, e.g. one value per sample); ``skip_backward[i]`` / ``branch_backward[i]`` multiply
@@ -121,6 +125,7 @@ class Instrument:
         self.branch_forward: dict[int, float | Tensor] = {}
         self.skip_backward: dict[int, float | Tensor] = {}
         self.branch_backward: dict[int, float | Tensor] = {}
+        self.keep_branches = True  # hold each branch output for the backward pass (b·δ statistics)
 
     def rewrites(self, recorder: Recorder, listener: Listener, anchor: Tensor,
                  mismatches: list[Mismatch]) -> dict[int, Rewrite]:
@@ -196,6 +201,8 @@ class _PassRewrites:
         self.applied: set[int] = set()
         self.ungated: set[int] = set()  # blocks whose input is written in place by a reader of it
         self.handles: Callable[[int, str, Tensor], None] | None = getattr(listener, "gated", None)
+        self.armed: Callable[[list[tuple[str, int]]], None] | None = getattr(listener, "armed", None)
+        self.sinks: dict[int, list[tuple[str, int]]] = {}  # id(tap) -> the (role, block) it reports
         self.roles: list[tuple[int, str, int]] = []
 
     def _expected(self, nid: int, func: Any) -> bool:
@@ -204,7 +211,7 @@ class _PassRewrites:
         return bool(_op_names(func)[0] == self.plan.graph.nodes[nid].op)
 
     def _tap(self, sinks: list[tuple[str, int]], scale: Callable[[], float | Tensor | None] | None = None,
-             delta: tuple[int, Tensor] | None = None) -> Callable[[Tensor], Tensor]:
+             delta: tuple[int, Tensor | None] | None = None) -> Callable[[Tensor], Tensor]:
         listener = self.listener
 
         def tap(grad: Tensor) -> Tensor:
@@ -215,7 +222,17 @@ class _PassRewrites:
             k = scale() if scale is not None else None
             return grad if k is None else grad * k
 
+        self.sinks[id(tap)] = sinks
         return tap
+
+    def _gate(self, x: Tensor, tap: Callable[[Tensor], Tensor]) -> Tensor:
+        """``Gate.apply`` on ``x``; a listener with ``armed(sinks)`` hears of every gate made,
+        with the (role, block) pairs its backward will report (to know when a block's
+        gradients are all in)."""
+        if self.armed is not None:
+            self.armed(self.sinks.get(id(tap), []))
+        out: Tensor = Gate.apply(x, self.anchor, tap, self.plan.copy)
+        return out
 
     def join(self, nid: int, site: _Site) -> Rewrite:
         b, i = site.block, site.index
@@ -233,8 +250,8 @@ class _PassRewrites:
             roles = [(role, j) for fork, role, j in site.roles if self.recorder.producer(s) == fork]
             sinks_b = [(role, j) for fork, role, j in site.roles if self.recorder.producer(br) == fork]
             skip_tap = self._tap(roles, lambda: plan.skip_backward.get(i))
-            keep = br.detach().clone() if (sp == 0 or bp == 0) and _op_names(func)[0] == "Tensor.add_" \
-                else br.detach()
+            keep = None if not plan.keep_branches else br.detach().clone() \
+                if (sp == 0 or bp == 0) and _op_names(func)[0] == "Tensor.add_" else br.detach()
             branch_tap = self._tap(sinks_b, lambda: plan.branch_backward.get(i), (i, keep))
             name = _op_names(func)[0]
             plain = name in _PLAIN_ADDS and not kwargs and len(args) == 2
@@ -244,8 +261,8 @@ class _PassRewrites:
                 written = name == "Tensor.add_" and bp == 0  # the branch is written in place below
                 bb = br if scale is None else (br.clone() if written else br) * _left(scale, br)
                 gated = list(args)
-                gated[sp] = Gate.apply(s, self.anchor, skip_tap, plan.copy)
-                gated[bp] = Gate.apply(bb, self.anchor, branch_tap, plan.copy)
+                gated[sp] = self._gate(s, skip_tap)
+                gated[bp] = self._gate(bb, branch_tap)
                 y = torch.add(*gated[:2], **kwargs) if name in _INPLACE_JOINS else func(*gated, **kwargs)
                 if self.handles is not None:
                     self.handles(i, "join-skip", gated[sp])
@@ -297,7 +314,7 @@ class _PassRewrites:
             tap = taps.get(fork)  # type: ignore[arg-type]
             if tap is None or not a.is_floating_point():
                 return a
-            out = Gate.apply(a, self.anchor, tap, self.plan.copy)
+            out = self._gate(a, tap)
             if self.handles is not None:
                 for f, role, j in self.roles:
                     if f == fork:

@@ -87,14 +87,15 @@ def test_the_public_names_are_pinned() -> None:
     """Adding or removing a public name, or changing the first call's signature, is a decision:
     this list changes with it."""
     assert resprobe.__all__ == [
-        "Adapter", "AnalysisError", "Block", "BlockCheck", "CaptureError", "DEFAULT_PROBES", "Data",
-        "Exporter", "Gated", "Graph", "Inputs", "InputsError", "Loaded", "Measurement", "Node",
+        "Adapter", "AnalysisError", "Block", "BlockCheck", "CaptureError", "Comparison", "DEFAULT_PROBES",
+        "Data", "Exporter", "Gated", "Graph", "Inputs", "InputsError", "Loaded", "Measurement", "Node",
         "Objective", "Option", "PluginInfo", "Probe", "ProbeContext", "ProbeResult", "Registry", "Report",
-        "ResprobeError", "Settings", "SourceError", "Stream", "UsageError", "VerificationError",
-        "__version__", "analyze", "capture", "choose_objective", "ensure_fits", "exact_profile",
-        "example_data", "find_blocks", "gated", "graph_dot", "infer_inputs", "lesion", "load",
-        "load_data", "load_inputs", "main_output", "measure", "refinement_dot", "render_dot",
-        "report_html", "sample_profile", "streams", "verify_blocks",
+        "ResprobeError", "Run", "RunStep", "Settings", "SourceError", "Stream", "UsageError",
+        "VerificationError", "Watch", "__version__", "analyze", "capture", "choose_objective",
+        "compare_reports", "ensure_fits", "exact_profile", "example_data", "find_blocks", "gated",
+        "graph_dot", "infer_inputs", "lesion", "load", "load_data", "load_inputs", "main_output", "measure",
+        "read_run", "refinement_dot", "render_dot", "report_html", "sample_profile", "streams",
+        "verify_blocks", "watch",
     ]
     signatures = {
         "analyze": "(model, inputs=None, *, probes=('verify', 'refinement', 'gradients', 'depth', "
@@ -104,6 +105,8 @@ def test_the_public_names_are_pinned() -> None:
         "verify_blocks": "(model, inputs, graph, blocks, *, strict=True, train=False)",
         "load": "(source, *, arch=None, trust=False, plugins=None, seed=0)",
         "find_blocks": "(graph)",
+        "watch": "(model, *, every=50, log_dir=None, probes=('refinement', 'gradients'), optimizer=None, "
+                 "tensorboard=None, settings=None, start=0, scaler=None, iterative=False)",
     }
     for name, want in signatures.items():
         sig = inspect.signature(getattr(resprobe, name))
