@@ -197,8 +197,12 @@ def preserved(model: nn.Module, tree: ModuleTree, train: bool | None) -> Iterato
                          f"{' …' if len(changed) > 4 else ''}; restored")
         if _restore_hooks(hooks):
             notes.append("the forward pass installed or removed module hooks; they are as found again")
-        for name in _unswap_buffers(tree, swapped):
-            notes.append(f"the forward pass changed buffer {name!r} (a copy: the model's own is untouched)")
+        changed_buffers = _unswap_buffers(tree, swapped)
+        if changed_buffers:
+            shown = ", ".join(repr(n) for n in changed_buffers[:4])
+            more = " …" if len(changed_buffers) > 4 else ""
+            notes.append(f"the forward pass changed {len(changed_buffers)} buffer(s) ({shown}{more}): "
+                         "copies, the model's own are untouched")
 
 
 @contextmanager

@@ -23,6 +23,7 @@ __all__ = [
     "block_numbers",
     "mean",
     "per_sample",
+    "significant",
     "std",
     "token_mask",
     "units",
@@ -379,7 +380,7 @@ def block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple
     def get(key: str) -> float | None:
         group = next((g for g in (FORWARD, BACKWARD, GAINS) if key in g), key)
         value = mean(host.get((name, group)), group.index(key) if isinstance(group, tuple) else 0)
-        return None if value is None else round(value, 8)
+        return None if value is None else significant(value)
 
     ratio, influence = get("update_ratio"), get("block_influence")
     values = host.get((name, VALUES))
@@ -387,7 +388,7 @@ def block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple
     d: dict[str, Any] = {
         "samples": samples, "units": _count(host.get((name, UNITS))),
         "update_ratio": ratio, "update_ratio_std": _round(std(host.get((name, FORWARD)), 0)),
-        "variance_ratio": None if var_b is None or not var_s else round(var_b**2 / var_s**2, 8),
+        "variance_ratio": None if var_b is None or not var_s else significant(var_b**2 / var_s**2),
         "cos_branch_skip": get("cos_branch_skip"), "block_influence": influence,
         "label": _label(ratio, influence, settings),
         "grad_norm": get("grad_norm"), "skip_gain": get("skip_gain"), "branch_gain": get("branch_gain"),
@@ -396,8 +397,8 @@ def block_numbers(name: str, host: dict[Any, tuple[Any, Any, Any]], norms: tuple
     }
     if norms is not None:
         g, w = norms
-        d.update(param_grad_norm=round(g, 10), param_norm=round(w, 8),
-                 grad_weight_ratio=round(g / w, 10) if w else None)
+        d.update(param_grad_norm=significant(g), param_norm=significant(w),
+                 grad_weight_ratio=significant(g / w) if w else None)
     return d
 
 
@@ -417,4 +418,10 @@ def _count(entry: tuple[Any, Any, Any] | None) -> int | None:
 
 
 def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 8)
+    return None if v is None else significant(v)
+
+
+def significant(v: float, digits: int = 8) -> float:
+    """``v`` to ``digits`` significant digits: a gradient norm of 2e-6 keeps as many digits as
+    an update ratio of 0.4 (rounding to decimal places would leave it 3, and 4e-9 none)."""
+    return float(f"{v:.{digits}g}") if math.isfinite(v) else v

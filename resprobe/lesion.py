@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._stats import significant
 from .blocks import Block
 from .data import Data
 from .errors import AnalysisError, UsageError
@@ -82,7 +83,7 @@ class _Effects:
 
     def mean(self, key: str) -> dict[str, float]:
         counts = self.count.get(key, {})
-        return {k: round(v / max(counts.get(k, 0), 1), 8) for k, v in self.sums.get(key, {}).items()}
+        return {k: significant(v / max(counts.get(k, 0), 1)) for k, v in self.sums.get(key, {}).items()}
 
     def described(self, key: str) -> dict[str, Any]:
         """The means, the number of samples they average (``output_change`` has one value per
@@ -169,9 +170,9 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
         rows = [r for r in (effects.mean(f"k={k}#{d}") for d in range(draws)) if r]
         if not rows:
             continue
-        curve.append({"deleted": k, "draws": draws, **{key: round(sum(r[key] for r in rows) / len(rows), 8)
+        curve.append({"deleted": k, "draws": draws, **{key: significant(sum(r[key] for r in rows) / len(rows))
                                                       for key in rows[0]},
-                      **{f"{key}_std": round(_std([r[key] for r in rows]), 8) for key in rows[0]}})
+                      **{f"{key}_std": significant(_std([r[key] for r in rows])) for key in rows[0]}})
     return {"objective": {"name": chosen.name, "description": chosen.description},
             "loss": effects.mean("full").get("loss"), "samples": samples,
             "blocks": {b.name: effects.described(b.name) for b in residual},

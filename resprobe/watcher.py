@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections import Counter
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -31,6 +33,7 @@ from .runlog import RunBlock, RunHeader, RunStep, RunWriter
 __all__ = ["PROBES", "Watch", "watch"]
 
 PROBES = ("refinement", "gradients")
+MAX_RECAPTURES = 3  # passes in a row that leave a fresh capture's graph before the watch gives up
 
 
 class _Pass(Collector):
@@ -87,7 +90,9 @@ class _Pass(Collector):
 class Watch:
     """A model watched while it trains (see ``watch``): ``step()`` after each optimizer step
     (or give ``optimizer=`` and it is called for you); ``close()`` (or leave the ``with``)
-    removes every hook. ``records`` holds the measured steps, ``last`` the latest."""
+    removes every hook. ``records`` holds the measured steps, ``last`` the latest; ``stopped``
+    says why nothing more is measured, when that happens (the training itself is never
+    interrupted: a failure inside the measurement stops the watch with a warning)."""
 
     def __init__(self, model: nn.Module, *, every: int = 50, log_dir: Any = None,
                  probes: tuple[str, ...] = PROBES, optimizer: Any = None, tensorboard: bool | None = None,
@@ -108,6 +113,7 @@ class Watch:
         self._weights: dict[str, Tensor] | None = None  # parameter norms as the step's forward saw them
         self._active: tuple[ExitStack, Recorder, list[Mismatch], _Pass] | None = None
         self._capturing = False
+        self._misses = 0  # measured passes in a row that left the captured graph
         self.stopped: str | None = None  # why nothing is measured any more
         self._events: list[str] = []
         self._started = time.time()
@@ -137,10 +143,7 @@ class Watch:
 
     def _flush(self) -> RunStep | None:
         passes, self._passes = self._passes, []
-        if not passes and self.world == 1:
-            return None
-        assert self._numbers is not None or not passes
-        if self._numbers is None:
+        if not passes or self._numbers is None:
             return None
         scale = 1.0 / self.world
         if self.scaler is not None and getattr(self.scaler, "is_enabled", lambda: False)():
@@ -148,6 +151,7 @@ class Watch:
         events, self._events = self._events, []
         weights, self._weights = self._weights, None
         record = self._numbers.record(passes, self.step_number, self._started, scale, tuple(events), weights)
+        record = _with_gradient_notes(record, "gradients" in self.probes)
         self.records.append(record)
         if self._writer is not None:
             self._writer.step(record)
@@ -161,13 +165,26 @@ class Watch:
             return
         if _compiling():
             self.stopped = ("the model ran under torch.compile: nothing is measured (watch the eager "
-                          "model, or compile after watching)")
+                            "model, or compile after watching)")
             return
         inp = Inputs(tuple(args), dict(kwargs))
-        if self.plan is None:
-            self._capture(inp)
-        if self.plan is not None:
-            self._begin(self.plan, inp)
+        try:
+            if self.plan is None:
+                self._capture(inp)
+            if self.plan is not None:
+                self._begin(self.plan, inp)
+        except Exception as err:  # the training goes on; the watch stops and says why
+            self._stop(err)
+
+    def _stop(self, err: BaseException) -> None:
+        """Stop measuring (the run itself goes on) and say why, once, as a warning."""
+        if self._active is not None:
+            self._active[0].close()
+            self._active = None
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        self.stopped = f"stopped measuring at step {self.step_number}: {type(err).__name__}: {first}"
+        self._events.append(self.stopped)
+        warnings.warn(f"resprobe.watch {self.stopped}", RuntimeWarning, stacklevel=3)
 
     def _capture(self, inp: Inputs) -> None:
         """The model's graph on this batch, once (one extra forward, its RNG, buffers and
@@ -185,11 +202,11 @@ class Watch:
         self.plan = plan
         self._numbers = StepNumbers(plan, self.tree, self.settings, self.world)
         if self.header is None:
-            self._start(plan, graph.notes)
+            self._start(plan)
         elif [b.name for b in plan.blocks] != [b.name for b in self.header.blocks]:
             self._events.append("the model's residual blocks changed; records name the blocks measured")
 
-    def _start(self, plan: Plan, notes: tuple[str, ...]) -> None:
+    def _start(self, plan: Plan) -> None:
         blocks = tuple(RunBlock(plan.names[k], sid, pos + 1)
                        for sid, idx in zip(plan.stream_ids, plan.streams) for pos, k in enumerate(idx))
         layers = tuple((name, tuple(plan.names[k] for k in ks)) for name, ks, _ in plan.layers)
@@ -197,7 +214,7 @@ class Watch:
             model=type(self.model).__name__, blocks=blocks, layers=layers, every=self.every,
             world_size=self.world, version=__version__,
             started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            notes=tuple(self.notes) + tuple(n for n in notes if "restored" not in n))
+            notes=tuple(self.notes))  # the capture's own notes are about a pass that was put back
         if self._writer is not None:
             self._writer.header(self.header)
         if self._tensorboard is not None:
@@ -225,13 +242,25 @@ class Watch:
             return
         stack, recorder, mismatches, listener = active
         stack.close()
+        try:
+            self._ended(recorder, mismatches, listener, output)
+        except Exception as err:
+            self._stop(err)
+
+    def _ended(self, recorder: Recorder, mismatches: list[Mismatch], listener: _Pass, output: Any) -> None:
         assert self.plan is not None
         if not self.plan.instrument.check(recorder, mismatches) or output is None:
             listener.gradients = False
             if output is not None:  # the model left its graph: capture it again next time
                 self.plan = None
+                self._misses += 1
                 self._events.append("the model took another path than when captured: captured again")
+                if self._misses >= MAX_RECAPTURES:
+                    self.stopped = (f"the model left its captured graph {self._misses} times in a row "
+                                    f"(at node {mismatches[0].node}: expected {mismatches[0].expected}, got "
+                                    f"{mismatches[0].got}): nothing more is measured")
             return
+        self._misses = 0
         listener.ungated = self.plan.instrument.ungated()
         self._passes.append(listener)
         if self._weights is None and self._numbers is not None:
@@ -291,6 +320,9 @@ def watch(model: nn.Module, *, every: int = 50, log_dir: Any = None, probes: tup
 def _check(model: Any, every: int, probes: tuple[str, ...]) -> None:
     if not isinstance(model, nn.Module):
         raise UsageError(f"watch() takes a torch.nn.Module, not {type(model).__name__}")
+    if isinstance(model, nn.DataParallel) and len(model.device_ids or []) > 1:
+        raise UsageError("watch() cannot follow nn.DataParallel's replicas (one thread per device): use "
+                         "DistributedDataParallel, whose ranks' numbers watch adds up")
     if type(model).__name__ == "OptimizedModule":
         raise UsageError("watch() needs the eager model, not a torch.compile one: measured steps run the "
                          "model's own ops through gates; pass model._orig_mod and train it uncompiled")
@@ -300,6 +332,18 @@ def _check(model: Any, every: int, probes: tuple[str, ...]) -> None:
     if unknown or not probes:
         raise UsageError(f"watch() measures the probes {', '.join(PROBES)}; got "
                          f"{', '.join(probes) or 'none'}")
+
+
+def _with_gradient_notes(record: RunStep, gradients: bool) -> RunStep:
+    """The record, with a note where gradient numbers are missing and why that may be."""
+    missing = [n for n, d in record.blocks.items() if d.get("grad_norm") is None]
+    if not gradients or not missing:
+        return record
+    note = (f"no gradient reached the gates of {len(missing)} block(s) ({', '.join(missing[:3])}"
+            f"{' …' if len(missing) > 3 else ''}), so their gradient numbers are missing: call backward() "
+            "before step(); activation checkpointing with use_reentrant=True re-runs blocks without "
+            "the gates in the backward pass (use_reentrant=False keeps them)")
+    return dataclasses.replace(record, notes=(*record.notes, note))
 
 
 def _compiling() -> bool:

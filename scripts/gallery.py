@@ -341,9 +341,9 @@ def page(
 
 
 def main() -> None:
-    if DOCS.exists():
-        shutil.rmtree(DOCS)
-    DOCS.mkdir(parents=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for slug, _, _ in PAGES:  # the watched training runs (scripts/watch_evidence.py) stay
+        shutil.rmtree(DOCS / slug, ignore_errors=True)
     rows = []
     for slug, title, build in PAGES:
         print(f"gallery: {slug}", file=sys.stderr, flush=True)
@@ -351,12 +351,18 @@ def main() -> None:
     index = [
         "# Gallery",
         "",
-        "Reports made by resprobe itself (`python scripts/gallery.py`, or `make gallery`, regenerates this "
-        "folder from scratch). Each page says whether the weights are trained or random.",
+        "Reports made by resprobe itself (`python scripts/gallery.py`, or `make gallery`, regenerates "
+        "them from scratch). Each page says whether the weights are trained or random.",
         "",
         "| model | weights | residual blocks | concat skips | streams | effective depth (blocks) |",
         "| --- | --- | --- | --- | --- | --- |",
         *rows,
+        "",
+        "## Training runs",
+        "",
+        "[A 24-block residual network and its plain twin, watched while they train](watch-digits.md) "
+        "(`resprobe.watch`; `python scripts/watch_evidence.py` regenerates it): gradient flow and effective "
+        "depth over training.",
         "",
     ]
     (DOCS / "index.md").write_text("\n".join(index), encoding="utf-8")

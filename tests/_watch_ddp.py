@@ -33,7 +33,8 @@ def main(log_dir: str) -> None:
     distributed = "RANK" in os.environ
     if distributed:
         torch.distributed.init_process_group("gloo")
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    dist = torch.distributed
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     net = model()
     trained: nn.Module = nn.parallel.DistributedDataParallel(net) if distributed else net
     opt = torch.optim.SGD(trained.parameters(), lr=0.1)

@@ -372,3 +372,69 @@ def test_two_ddp_processes_record_what_one_process_records(tmp_path: Path) -> No
                     assert b.blocks[name][key] == value
         assert [s.effective_depth for s in b.streams] == pytest.approx([s.effective_depth for s in a.streams])
     assert checked >= 2 * 4 * 10
+
+
+def test_a_failure_inside_the_measurement_never_stops_the_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resprobe.watcher
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise resprobe.CaptureError("cannot record this model")
+
+    monkeypatch.setattr(resprobe.watcher, "record", broken)
+    torch.manual_seed(0)
+    watched = DeepDigitsNet(True, stages=(1, 1, 1))
+    plain = copy.deepcopy(watched)
+    batches = _batches(2, (1, 8, 8), 10, size=4)
+    with pytest.warns(RuntimeWarning, match="stopped measuring at step 0: CaptureError"):
+        got = _train(watched, batches, {"every": 1, "tensorboard": False})
+    _same_run(got, _train(plain, batches, None), watched, plain)
+    assert got[2].records == [] and "cannot record" in got[2].stopped
+
+
+def test_a_model_that_never_follows_its_graph_is_given_up_on() -> None:
+    calls = [0]  # outside the model: a capture puts the model's own attributes back
+
+    class Coin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x: Tensor) -> Tensor:
+            calls[0] += 1  # every pass differs from the one before
+            return x + torch.tanh(self.a(x)) if calls[0] % 2 else x + self.a(x)
+
+    model = Coin()
+    w = resprobe.watch(model, every=1, tensorboard=False)
+    for _ in range(8):
+        model(torch.randn(3, 4)).sum().backward()
+        w.step()
+    w.close()
+    assert w.stopped is not None and "left its captured graph 3 times" in w.stopped
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing(reentrant: bool) -> None:
+    """Non-reentrant checkpointing keeps the gates in the backward pass: every number measured;
+    reentrant checkpointing re-runs the blocks without them: the record says so. Training is
+    unchanged either way."""
+    tf = pytest.importorskip("transformers")
+    config = tf.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16,
+                           attn_pdrop=0.0, embd_pdrop=0.0, resid_pdrop=0.0)
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(config).train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    plain = copy.deepcopy(model)
+    ids = torch.randint(0, 50, (3, 10), generator=torch.Generator().manual_seed(1))
+
+    def loss(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return m(input_ids=x, labels=y).loss  # type: ignore[no-any-return]
+
+    got = _train(model, [(ids, ids)], {"every": 1, "tensorboard": False}, loss)
+    _same_run(got, _train(plain, [(ids, ids)], None, loss), model, plain)
+    record = got[2].records[0]
+    gains = [d["branch_gain"] for d in record.blocks.values()]
+    assert all(d["update_ratio"] is not None for d in record.blocks.values())
+    if reentrant:
+        assert gains == [None] * 4 and any("use_reentrant=False" in n for n in record.notes)
+    else:
+        assert None not in gains and not record.notes

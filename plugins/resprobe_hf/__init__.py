@@ -8,11 +8,14 @@ import math
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import resprobe
+
+if TYPE_CHECKING:
+    from .callback import ResprobeTrainerCallback as ResprobeTrainerCallback
 
 __all__ = ["HFAdapter", "adapter"]
 
@@ -202,3 +205,13 @@ def _randn(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
 
 
 adapter = HFAdapter()
+
+
+def __getattr__(name: str) -> Any:
+    """``ResprobeTrainerCallback`` (a ``transformers.TrainerCallback``) is imported on first use,
+    so ``import resprobe_hf`` does not import transformers."""
+    if name == "ResprobeTrainerCallback":
+        from .callback import ResprobeTrainerCallback
+
+        return ResprobeTrainerCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
