@@ -20,7 +20,10 @@ def summary(report: Report) -> str:
     verified = ""
     if check and check.summary.get("checked"):
         verified = f"; verified {check.summary['passed']}/{check.summary['checked']}"
-    line = (f"{report.model.class_name} ({report.model.weights} weights): {len(residual)} residual "
+    weights = f"{report.model.weights} weights"
+    if report.model.weights == "none":
+        weights = "no weights: structure only"
+    line = (f"{report.model.class_name} ({weights}): {len(residual)} residual "
             f"block(s) on {len(report.streams)} stream(s), {len(blocks) - len(residual)} concat "
             f"skip(s){verified}")
     refinement = report.result("refinement")

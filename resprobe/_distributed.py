@@ -3,9 +3,15 @@ and one all-reduce of a flat tensor of sums."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from torch import Tensor
 
-__all__ = ["all_reduce_sum", "rank", "world_size"]
+__all__ = ["add_up", "all_reduce_sum", "launched", "largest", "rank", "same_everywhere", "share",
+           "share_size", "union", "world_size"]
 
 
 def _running() -> bool:
@@ -38,3 +44,91 @@ def all_reduce_sum(t: Tensor) -> None:
         import torch.distributed as dist
 
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def same_everywhere(value: Any, problem: str) -> None:
+    """Raise ``AnalysisError(problem)`` on every process unless ``value`` (picklable) is the
+    same on all of them: sums are added up only when they line up."""
+    if world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    from .errors import AnalysisError
+
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise AnalysisError(problem)
+
+
+@contextmanager
+def launched(device: str = "auto") -> Iterator[None]:
+    """A process group for this command when a launcher (torchrun) started several processes
+    (``WORLD_SIZE`` > 1) and none is running yet: gloo on the CPU, nccl on CUDA; ended after."""
+    if _running() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    import torch
+    import torch.distributed as dist
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def share(batches: Iterable[Any], count: int) -> Iterator[Any]:
+    """This process's batches of ``count``: every world-th, from its rank on (all of them
+    without a process group). Refused in one line when there are fewer batches than processes."""
+    world, me = world_size(), rank()
+    if world > 1 and count < world:
+        from .errors import UsageError
+
+        raise UsageError(f"{count} batch(es) for {world} processes: each process measures its share of the "
+                         "batches; pass a smaller --batch-size or run fewer processes")
+    for k, batch in enumerate(batches):
+        if k % world == me:
+            yield batch
+
+
+def share_size(count: int) -> int:
+    """How many of ``count`` batches are this process's."""
+    return len(range(rank(), count, world_size()))
+
+
+def add_up(values: list[float]) -> list[float]:
+    """Each value summed over the processes (the values themselves without a process group)."""
+    if world_size() == 1 or not values:
+        return list(values)
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64)
+    all_reduce_sum(t)
+    return [float(v) for v in t]
+
+
+def largest(values: list[float]) -> list[float]:
+    """Each value's maximum over the processes."""
+    if world_size() == 1 or not values:
+        return list(values)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [float(v) for v in t]
+
+
+def union(items: set[Any]) -> set[Any]:
+    """The union of a set over the processes."""
+    if world_size() == 1:
+        return set(items)
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, sorted(items))
+    return {x for part in gathered for x in part}

@@ -218,7 +218,12 @@ class Recorder(TorchFunctionMode):
         try:
             out = call(*args, **kwargs)
         except (RuntimeError, NotImplementedError):
-            return self._failed(func, tensors)
+            fixed = _meta_indexed(func, args)
+            if fixed is None:
+                return self._failed(func, tensors)
+            self.value_reads[("__getitem__", self.scope[-1][0])] += 1
+            args = fixed
+            out = call(*args, **kwargs)
         seq = False
         if isinstance(out, Tensor):
             outs = [out]
@@ -321,6 +326,27 @@ class Recorder(TorchFunctionMode):
         if self.watcher is not None:
             self.watcher.after(nid, out)
         return nid
+
+
+def _meta_indexed(func: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``t[i]`` on the meta device with ``i`` a 0-dim integer tensor (an expert chosen by its
+    index) needs ``i``'s value: the same indexing with 0 in its place, or None when there is no
+    such index."""
+    if getattr(func, "__name__", "") != "__getitem__" or len(args) != 2 or not isinstance(args[0], Tensor) \
+            or not args[0].is_meta:
+        return None
+
+    def placeholder(i: Any) -> Any:
+        if isinstance(i, Tensor) and i.is_meta and i.dim() == 0 and not i.is_floating_point():
+            return 0
+        return i
+
+    index = args[1]
+    parts = index if type(index) is tuple else (index,)
+    fixed = tuple(placeholder(i) for i in parts)
+    if all(a is b for a, b in zip(fixed, parts)):
+        return None
+    return (args[0], fixed if type(index) is tuple else fixed[0])
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -50,7 +51,7 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool | N
     notes = list(session.notes)
     inp = _to_meta_if_needed(list(session.tree.params.values()), given, notes)
     start = time.perf_counter()
-    with session, torch.enable_grad() if grad else torch.no_grad():
+    with session, torch.enable_grad() if grad else torch.no_grad(), _meta_rules(inp):
         out, recorder = forward(session.model, session.tree, inp, watcher=watcher)
         outputs = tuple(dict.fromkeys(
             i for i in (recorder.producer(t) for t in output_tensors(out)) if i is not None))
@@ -159,11 +160,29 @@ def _to_meta_if_needed(params: list[Tensor], inp: Inputs, notes: list[str]) -> I
     return inp.to("meta")
 
 
+def _meta_rules(inp: Inputs) -> Any:
+    """On the meta device, ``nonzero`` (a mixture of experts choosing its tokens) answers as if
+    every element were nonzero (torch's own rule for it): every expert is run, so the structure
+    shows them all."""
+    found = gather_tensors(list(inp.args) + list(inp.kwargs.values()), [])
+    if not found or not all(t.is_meta for t in found):
+        return contextlib.nullcontext()
+    from torch.fx.experimental import _config
+
+    config: Any = _config  # torch's config module: ``patch`` is added at import
+    return config.patch(meta_nonzero_assume_all_nonzero=True)
+
+
 def _value_read_notes(recorder: Recorder) -> list[str]:
     if not recorder.value_reads:
         return []
-    parts = ", ".join(f"Tensor.{op} in {mod or 'the root module'!r} ×{k}"
-                      for (op, mod), k in sorted(recorder.value_reads.items()))
+    by_op: dict[str, list[tuple[str, int]]] = {}
+    for (op, mod), k in sorted(recorder.value_reads.items()):
+        by_op.setdefault(op, []).append((mod or "the root module", k))
+    parts = ", ".join(
+        f"Tensor.{op} in {mods[0][0]!r} ×{mods[0][1]}" if len(mods) == 1 else
+        f"Tensor.{op} ×{sum(k for _, k in mods)} in {len(mods)} modules ({mods[0][0]!r} …)"
+        for op, mods in by_op.items())
     total = sum(recorder.value_reads.values())
     return [f"meta device: {total} read(s) of tensor values answered with placeholders ({parts}); "
             "the path recorded may differ from a run with real weights"]

@@ -118,6 +118,7 @@ class _Source:
     inputs_file: str | None
     device: str
     seed: int
+    meta: bool = False
 
 
 def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,6 +139,10 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Where to run the model (auto: the first GPU when there is one)."),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
                      help="Seed for random weights and random inputs."),
+        click.option("--meta", is_flag=True,
+                     help="Build the model on the meta device: its structure (blocks, diagram) with no "
+                          "weight allocated, for models of any size; nothing is measured. Hugging Face "
+                          "configs too big for memory are built so anyway."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
                      expose_value=False, is_eager=False, callback=deadline.option,
                      help="Stop with an error when loading and analysing take longer than this "
@@ -147,8 +152,8 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def collected(*args: Any, source: str, arch: str | None, trust: bool, shapes: tuple[str, ...],
-                  inputs_file: str | None, device: str, seed: int, **kwargs: Any) -> Any:
-        return command(*args, _Source(source, arch, trust, shapes, inputs_file, device, seed), **kwargs)
+                  inputs_file: str | None, device: str, seed: int, meta: bool, **kwargs: Any) -> Any:
+        return command(*args, _Source(source, arch, trust, shapes, inputs_file, device, seed, meta), **kwargs)
 
     for option in reversed(options):
         collected = option(collected)
@@ -268,7 +273,8 @@ class _Session:
             self.inputs_description = (f"inputs from {src.inputs_file}" if src.inputs_file
                                        else f"random inputs of shape {', '.join(src.shapes)}")
         self.say(f"loading {src.source}")
-        loaded = load(src.source, arch=src.arch, trust=src.trust, plugins=_registry(self.ctx), seed=src.seed)
+        loaded = load(src.source, arch=src.arch, trust=src.trust, plugins=_registry(self.ctx), seed=src.seed,
+                      meta=src.meta)
         inputs = given or loaded.inputs
         if inputs is None and loaded.graph is None:
             guess = infer_inputs(loaded.model)
@@ -295,7 +301,7 @@ def _to_device(loaded: Loaded, inputs: Inputs, device: str) -> tuple[Loaded, Inp
         raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA device here; use --device cpu or auto")
-    if target.type == "cpu" or loaded.graph is not None:
+    if target.type == "cpu" or loaded.graph is not None or loaded.weights == "none":
         return loaded, inputs
     return replace(loaded, model=loaded.model.to(target)), inputs.to(target)
 
@@ -382,13 +388,19 @@ def analyze(ctx: click.Context, /, src: _Source, quiet: bool, out: str, formats:
     (default: the bundled example).
     """
     from ._cli_text import summary
+    from ._distributed import launched
     from .data import example_data, load_data
     from .measure import Settings
     from .report import check_output_dir
 
-    check_output_dir(out, _registry(ctx))  # before the long analysis, not after it
+    ctx.with_resource(launched(src.device))  # under torchrun: one process group for the analysis
+    from ._distributed import rank
+
+    first = rank() == 0  # the process that writes and speaks
+    if first:
+        check_output_dir(out, _registry(ctx))  # before the long analysis, not after it
     given, probes = probes, _probe_list(probes)
-    session = _Session(ctx, quiet)
+    session = _Session(ctx, quiet or not first)
     loaded, inputs = session.prepare(src)
     batches = (load_data(data, inputs, tokenizer=loaded.tokenizer, batch_size=batch_size,
                          max_samples=max_samples) if data else
@@ -398,6 +410,8 @@ def analyze(ctx: click.Context, /, src: _Source, quiet: bool, out: str, formats:
     report = run_analysis(loaded, inputs, probes=probes, plugins=session.plugins(), data=batches,
                           objective=_objective(objective), settings=settings, progress=session.progress())
     deadline.stop()  # the report is written whole, never cut short
+    if not first:
+        return
     written = report.save(out, formats, plugins=_registry(ctx))
     click.echo(summary(report))
     for path in written:

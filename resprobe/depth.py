@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _distributed
 from ._dataflow import Dataflow
 from ._opclass import CONTRACTION
 from .blocks import Block
@@ -290,10 +291,10 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
     sums: dict[int, Tensor] = {}
     checks: dict[int, float] = {}
     samples = 0
-    step = Steps(progress, data.batches * sum(len(c) for c in chains.values()))
+    step = Steps(progress, _distributed.share_size(data.batches) * sum(len(c) for c in chains.values()))
     runner = _Runner(model, None, graph, blocks, objective, copy=True, train=train)
     with runner.session as session:
-        for inp, targets in data:
+        for inp, targets in _distributed.share(data, data.batches):  # torch.distributed: this process's
             p = runner.run(*session.on(inp, targets))
             total = p.losses.sum()
             samples += int(p.losses.shape[0])
@@ -305,6 +306,13 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
                 if len(chain) == K:
                     err = float((stack.sum(0) - truth).norm() / truth.norm().clamp_min(1e-30))
                     checks[sid] = max(checks.get(sid, 0.0), err)
+    sids = sorted(sums)
+    flat = _distributed.add_up([float(v) for sid in sids for v in sums[sid].cpu()] + [samples])
+    samples, at = round(flat[-1]), 0
+    for sid in sids:
+        sums[sid], at = torch.tensor(flat[at:at + len(sums[sid])]), at + len(sums[sid])
+    worst = _distributed.largest([checks.get(sid, -1.0) for sid in sorted(chains)])
+    checks = {sid: v for sid, v in zip(sorted(chains), worst) if v >= 0}
     out = {}
     for sid in chains:
         norms = [float(v) / samples for v in sums[sid].cpu()]
@@ -367,16 +375,24 @@ def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: 
     sums = {sid: [0.0] * (len(c) + 1) for sid, c in chains.items()}
     rows = dict.fromkeys(chains, 0)
     covered = batches = 0
-    step = Steps(progress, data.batches * sum(len(c) + 1 for c in chains.values()))
+    step = Steps(progress, _distributed.share_size(data.batches) * sum(len(c) + 1 for c in chains.values()))
     runner = _Runner(model, None, graph, blocks, objective, copy=False, train=train)
     with runner.session as session:
-        for inp, tgt in data:
+        for inp, tgt in _distributed.share(data, data.batches):  # torch.distributed: this process's
             p = runner.run(*session.on(inp, tgt))
             covered, batches = covered + batch_size(inp), batches + 1
             for sid, chain in chains.items():
                 got, n_rows = _magnitudes(p, chain, drawn[sid], step)
                 sums[sid] = [a + b for a, b in zip(sums[sid], got)]
                 rows[sid] += n_rows
+    sids = sorted(chains)
+    flat = _distributed.add_up([v for sid in sids for v in sums[sid]] + [rows[sid] for sid in sids]
+                               + [covered, batches])
+    at = 0
+    for sid in sids:
+        sums[sid], at = flat[at:at + len(sums[sid])], at + len(sums[sid])
+    rows = {sid: round(v) for sid, v in zip(sids, flat[at:at + len(sids)])}
+    covered, batches = round(flat[-2]), round(flat[-1])
     return {sid: _sampled(sums[sid], drawn[sid], rows[sid], covered, batches) for sid in chains}
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _distributed
 from ._recorder import Recorder, Rewrite
 from .blocks import Block, by_stream, find_blocks
 from .capture import forward
@@ -285,7 +286,8 @@ def lens(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *,
         out["streams"] = [{"id": t.stream, "not_measured": t.why} for t in found]
         return out
     try:
-        run.over(Session(model, train=train), data, Steps(progress, data.batches * len(run.usable)), then)
+        batches = data.batches if then is not None else _distributed.share_size(data.batches)
+        run.over(Session(model, train=train), data, Steps(progress, batches * len(run.usable)), then)
     except _NotADistribution as err:
         why = (f"the objective ({err}) does not read the output as a prediction over classes or tokens; "
                "a lens decodes logits (objectives: " + ", ".join(DISTRIBUTIONS) + ")")
@@ -309,14 +311,37 @@ class _Run:
 
     def over(self, session: Session, data: Data, steps: Steps,
              then: Callable[[Session, list[Taped]], None] | None) -> None:
+        # torch.distributed: each process decodes its share of the batches, the sums are added up
+        # (a tuned lens is fitted on every batch, in every process)
+        shared = then is None
         with session, torch.no_grad():
-            for inp, targets in data:
+            for inp, targets in _distributed.share(data, data.batches) if shared else data:
                 inp, targets = session.on(inp, targets)
                 for t in list(self.usable):
                     self.one(session, t, inp, targets)
                     steps()
             if then is not None and self.kept is not None:
                 then(session, self.kept)
+        if shared:
+            self.added_up()
+
+    def added_up(self) -> None:
+        """Every process's sums added up (nothing changes in one process)."""
+        if _distributed.world_size() == 1:
+            return
+        tables = ("kl", "agree", "entropy", "logp", "loss")
+        layout = [(sid, key, name) for sid in sorted(self.sums) for key in tables
+                  for name in sorted(getattr(self.sums[sid], key))]
+        _distributed.same_everywhere(layout, "the processes decoded different blocks (the model took other "
+                                             "paths on their batches); run the lens in one process")
+        values = [getattr(self.sums[sid], key)[name] for sid, key, name in layout]
+        values += [v for sid in sorted(self.sums) for v in (self.sums[sid].units, self.sums[sid].samples)]
+        got = _distributed.add_up(values)
+        for (sid, key, name), v in zip(layout, got):
+            getattr(self.sums[sid], key)[name] = v
+        for k, sid in enumerate(sorted(self.sums)):
+            self.sums[sid].units = got[len(layout) + 2 * k]
+            self.sums[sid].samples = round(got[len(layout) + 2 * k + 1])
 
     def one(self, session: Session, t: Tail, inp: Inputs, targets: Any) -> None:
         """One batch of one stream."""

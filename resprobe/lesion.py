@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _distributed
 from ._stats import significant
 from .blocks import Block
 from .data import Data
@@ -81,6 +82,20 @@ class _Effects:
             entry[k] = entry.get(k, 0.0) + float(v.sum())
             counts[k] = counts.get(k, 0) + int(v.numel())
 
+    def added_up(self, samples: int) -> int:
+        """Under torch.distributed: every process's sums and counts added up (and ``samples``,
+        returned); nothing changes in one process."""
+        if _distributed.world_size() == 1:
+            return samples
+        keys = sorted((k, m) for k, d in self.sums.items() for m in d)
+        _distributed.same_everywhere(keys, "the processes' lesions differ (the model took other paths on "
+                                           "their batches); measure it in one process")
+        got = _distributed.add_up([self.sums[k][m] for k, m in keys] + [self.count[k][m] for k, m in keys]
+                                  + [samples])
+        for j, (k, m) in enumerate(keys):
+            self.sums[k][m], self.count[k][m] = got[j], round(got[len(keys) + j])
+        return round(got[-1])
+
     def mean(self, key: str) -> dict[str, float]:
         counts = self.count.get(key, {})
         return {k: significant(v / max(counts.get(k, 0), 1)) for k, v in self.sums.get(key, {}).items()}
@@ -142,9 +157,9 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
     chosen: Objective | None = None
     rerouted: set[str] = set()
     samples = 0
-    step = Steps(progress, data.batches * (len(lesions) + len(modules)))
+    step = Steps(progress, _distributed.share_size(data.batches) * (len(lesions) + len(modules)))
     with gated(model, graph, blocks, train=train) as g:
-        for batch in data:
+        for batch in _distributed.share(data, data.batches):  # torch.distributed: this process's batches
             inp, targets = g.session.on(*batch)
             with torch.no_grad():
                 full = g.run(inp)
@@ -165,6 +180,8 @@ def lesion(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *, o
                     effects.add(f"module:{name}", _compare(full, out, chosen, inp, targets, base))
                     step()
     assert chosen is not None
+    samples = effects.added_up(samples)
+    rerouted = _distributed.union(rerouted)
     curve = []
     for k in sizes if draws else ():
         rows = [r for r in (effects.mean(f"k={k}#{d}") for d in range(draws)) if r]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
 import sys
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +22,7 @@ __all__ = ["Loaded", "as_loaded", "load", "resolve_callable"]
 
 
 def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: Any = None,
-         seed: int | None = 0) -> Loaded:
+         seed: int | None = 0, meta: bool = False) -> Loaded:
     """Build the model named by ``source``, with torch's random number generator seeded with
     ``seed`` while it is built (so random weights are the same on every call; the global RNG
     state is left as it was; None: not seeded).
@@ -37,18 +39,37 @@ def load(source: str, *, arch: str | None = None, trust: bool = False, plugins: 
       ``(nn.Module, example_inputs)`` or a ``Loaded``. Importing the module runs its code; the
       current folder is searched after the installed packages.
 
-    ``plugins`` is a ``resprobe.plugins.Registry`` (default: every installed plugin).
+    ``plugins`` is a ``resprobe.plugins.Registry`` (default: every installed plugin). ``meta``
+    builds the model on the meta device: its structure with no weight allocated (weights
+    ``"none"``; a model of any size; nothing can be measured on it).
     """
     import torch
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("meta") if meta else contextlib.nullcontext(), \
+            warnings.catch_warnings():
+        # a factory that loads its own weights into a model built on meta: a no-op, said once here
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
         if seed is not None:
             torch.manual_seed(seed)
-        loaded = _load(source, arch, trust, plugins)
-    return replace(loaded, seed=seed if loaded.weights != "trained" else loaded.seed)
+        loaded = _load(source, arch, trust, plugins, meta)
+    if meta and loaded.graph is None:
+        loaded = _on_meta(loaded)
+    return replace(loaded, seed=seed if loaded.weights not in ("trained", "none") else loaded.seed)
 
 
-def _load(source: str, arch: str | None, trust: bool, plugins: Any) -> Loaded:
+def _on_meta(loaded: Loaded) -> Loaded:
+    """The loaded model with every weight on the meta device (moved there when the source made
+    real ones, e.g. a whole pickled model), and its example inputs there too."""
+    if any(not t.is_meta for t in (*loaded.model.parameters(), *loaded.model.buffers())):
+        loaded.model.to("meta")
+    inputs = loaded.inputs.to("meta") if loaded.inputs is not None else None
+    note = ("built on the meta device (--meta): the structure only, no weight allocated, so nothing "
+            "is measured")
+    notes = loaded.notes if any("meta device" in n for n in loaded.notes) else (*loaded.notes, note)
+    return replace(loaded, inputs=inputs, weights="none", notes=notes)
+
+
+def _load(source: str, arch: str | None, trust: bool, plugins: Any, meta: bool = False) -> Loaded:
     from .files import Weights, read_file
     from .plugins import registry
 
@@ -67,6 +88,8 @@ def _load(source: str, arch: str | None, trust: bool, plugins: Any) -> Loaded:
         found = read_file(source, trust=trust)
         if isinstance(found, Weights):  # weights only: --arch names the architecture, another source
             arch = found.check_arch(arch)
+            if meta:  # the architecture alone: no weight is read into a model without values
+                return replace(load(arch, plugins=reg, meta=True), source=source)
             found = found.into(load(arch, plugins=reg), arch)
         return replace(found, source=source)
     return replace(_from_callable(source, prefix, rest, sorted(adapters)), source=source)

@@ -20,11 +20,12 @@ __all__ = ["Loaded", "as_loaded"]
 @dataclass(frozen=True)
 class Loaded:
     """A model built from a source, the example inputs the source supplied (if any), and
-    where its weights came from: ``"trained"``, ``"random"`` (freshly initialised) or
-    ``"unknown"``. Adapters and factories return one; ``load`` fills in ``source``. ``graph``
-    is set when the source was a graph already and must not be run (an ExportedProgram).
-    ``inputs_description`` says what the example inputs are; ``tokenizer`` (a Hugging Face
-    tokenizer or any callable alike) lets ``--data`` read text files."""
+    where its weights came from: ``"trained"``, ``"random"`` (freshly initialised),
+    ``"unknown"`` or ``"none"`` (built on the meta device: structure only). Adapters and
+    factories return one; ``load`` fills in ``source``. ``graph`` is set when the source was a
+    graph already and must not be run (an ExportedProgram). ``inputs_description`` says what
+    the example inputs are; ``tokenizer`` (a Hugging Face tokenizer or any callable alike) lets
+    ``--data`` read text files."""
 
     model: nn.Module
     inputs: Inputs | None = None

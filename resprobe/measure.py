@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _distributed
 from ._plan import Plan as _Plan
 from ._stats import BACKWARD, GAINS, Collector, Sums, block_numbers, mean, token_mask
 from .blocks import Block
@@ -102,6 +103,7 @@ class _Run:
         self.grad_error = ""
         self.ungated: set[str] = set()
         self.adopted = False
+        self.processes = 1  # how many processes' batches the numbers cover (torch.distributed)
 
     def batch(self, inp: Inputs, targets: Any) -> None:
         """Measure one batch (on the model's device). When the model leaves the graph, the batch
@@ -174,13 +176,42 @@ class _Run:
                 self.grads[name] = g if name not in self.grads else self.grads[name] + g
         return True
 
+    def _merged(self) -> dict[Any, tuple[Any, Any, Any]]:
+        """Every sum on the host; under torch.distributed, added up over the processes first
+        (their batch counts with them), and so their parameter gradients."""
+        world = _distributed.world_size()
+        if world == 1:
+            return self.sums.host()
+        _distributed.same_everywhere(sorted(map(str, self.sums.v)) + sorted(self.grads),
+                                     "the processes' batches took different paths through the model; "
+                                     "measure it in one process")
+        names = [b.name for b in self.plan.blocks]
+        counts = torch.tensor([self.samples, self.redone, self.skipped, int(self.no_grad),
+                               *(self.block_samples.get(n, 0) for n in names)], dtype=torch.float64)
+        zero = torch.zeros_like(counts)
+        self.sums.add_sums(_RANKS, zero, zero, counts)
+        if self.grads:
+            flat = torch.cat([self.grads[n].reshape(-1).double() for n in sorted(self.grads)])
+            _distributed.all_reduce_sum(flat)
+            at = 0
+            for n in sorted(self.grads):
+                g = self.grads[n]
+                self.grads[n] = flat[at:at + g.numel()].reshape(g.shape).to(g.dtype)
+                at += g.numel()
+        host = self.sums.host(reduce=_distributed.all_reduce_sum)
+        total = [round(float(v)) for v in host.pop(_RANKS)[2].reshape(-1)]
+        self.samples, self.redone, self.skipped, self.no_grad = total[0], total[1], total[2], bool(total[3])
+        self.block_samples = {n: c for n, c in zip(names, total[4:]) if c}
+        self.processes = world
+        return host
+
     def result(self, data: Data) -> Measurement:
+        host = self._merged()
         if not self.samples:
             m = self.divergence
             where = f" (node {m.node}: expected {m.expected}, got {m.got})" if m else ""
             raise AnalysisError(f"no batch could be measured: the model took a different path on every "
                                 f"batch than when it was captured{where}; run with --debug and report it")
-        host = self.sums.host()
         norms = self._param_norms()
         blocks = {b.name: block_numbers(b.name, host, norms.get(b.name), self.settings,
                                          self.block_samples.get(b.name, 0)) for b in self.plan.blocks}
@@ -200,7 +231,8 @@ class _Run:
             blocks=blocks, streams=self._streams(host),
             objective={"name": self.objective.name, "description": self.objective.description,
                        "mean_loss": loss},
-            data={**data.to_dict(), "measured_samples": self.samples, **tokens},
+            data={**data.to_dict(), "measured_samples": self.samples, **tokens,
+                  **({"processes": self.processes} if self.processes > 1 else {})},
             notes=tuple(self._notes(data) + masked), settings=dict(vars(self.settings)),
         )
 
@@ -249,6 +281,14 @@ class _Run:
                                                       if seen else ""))
         if self.skipped:
             notes.append(f"{self.skipped} batch(es) skipped: the model took a different path when re-run")
+        meta = [n for n, p in self.tree.params.items() if p.is_meta]  # weights held elsewhere between passes
+        offloaded = [b.name for b in self.plan.blocks
+                     if any(n.startswith(b.name.split("#")[0] + ".") for n in meta)]
+        if offloaded:
+            notes.append(f"the weights of {len(offloaded)} block(s) are not in the model between passes "
+                         "(offloaded, e.g. by accelerate, and loaded only while a pass runs), so their "
+                         f"parameter-gradient norms are not measured: {', '.join(offloaded[:4])}"
+                         + (" …" if len(offloaded) > 4 else ""))
         notes += self.extra
         if self.adopted:
             notes.append("the model records other ops with autograd on than off: its graph was captured "
@@ -268,6 +308,7 @@ class _Run:
 
 
 _TOKENS = ("attention_mask", "tokens")
+_RANKS = ("processes", "counts")
 
 
 def _attention_mask(inp: Inputs) -> Tensor | None:
@@ -308,9 +349,9 @@ def measure(model: nn.Module, graph: Graph, blocks: list[Block], data: Data, *,
     if graph.device == "meta":
         raise UsageError("the model has no weights (meta device): there is nothing to measure")
     run = _Run(model, None, graph, blocks, objective, settings)
-    step = Steps(progress, data.batches)
+    step = Steps(progress, _distributed.share_size(data.batches))
     with run.session as session:
-        for inp, targets in data:
+        for inp, targets in _distributed.share(data, data.batches):  # torch.distributed: this process's
             run.batch(*session.on(inp, targets))
             step()
     result = run.result(data)

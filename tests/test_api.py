@@ -103,7 +103,7 @@ def test_the_public_names_are_pinned() -> None:
                    "progress=None)",
         "capture": "(model, inputs=None, *, grad=False, train=False)",
         "verify_blocks": "(model, inputs, graph, blocks, *, strict=True, train=False)",
-        "load": "(source, *, arch=None, trust=False, plugins=None, seed=0)",
+        "load": "(source, *, arch=None, trust=False, plugins=None, seed=0, meta=False)",
         "find_blocks": "(graph)",
         "watch": "(model, *, every=50, log_dir=None, probes=('refinement', 'gradients'), optimizer=None, "
                  "tensorboard=None, settings=None, start=0, scaler=None, iterative=False)",

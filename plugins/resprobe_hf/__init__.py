@@ -50,7 +50,16 @@ class HFAdapter:
             raise resprobe.SourceError(f"hf:{name}: config.json could not be read ({_line(err)})") from err
         files = [f for f in _WEIGHTS if (path / f).exists()]
         cls = _model_class(transformers, config)
-        _check_size(name, cls, config, trust)
+        too_big = None if _on_meta() else _too_big(name, cls, config, trust)
+        if _on_meta() or too_big:
+            with torch.device("meta"):
+                model = cls.from_config(config, trust_remote_code=trust)
+            notes = () if too_big is None else (too_big,)
+            return resprobe.Loaded(model.eval(), resprobe.Inputs((), _inputs(model, config)), "none",
+                                   f"transformers {type(model).__name__} from {path}, built on the meta "
+                                   "device (structure only, no weight allocated)", notes=notes,
+                                   inputs_description="inputs made by the adapter from the config (meta)",
+                                   tokenizer=_tokenizer(transformers, path, trust))
         if files:
             _refuse_pickles(name, path)
             try:
@@ -147,8 +156,15 @@ class _Built:
         return self.cls.from_pretrained(path, **kwargs)
 
 
-def _check_size(name: str, cls: Any, config: Any, trust: bool) -> None:
-    """Count the parameters on the meta device before allocating any of them."""
+def _on_meta() -> bool:
+    """Whether models are being built on the meta device (``resprobe analyze --meta``)."""
+    get = getattr(torch, "get_default_device", None)
+    return bool(get is not None and get().type == "meta")
+
+
+def _too_big(name: str, cls: Any, config: Any, trust: bool) -> str | None:
+    """Count the parameters on the meta device before allocating any of them: None when the
+    model fits in memory, else the note that says it was built on the meta device instead."""
     try:
         with torch.device("meta"):
             shell = cls.from_config(config, trust_remote_code=trust)
@@ -156,8 +172,12 @@ def _check_size(name: str, cls: Any, config: Any, trust: bool) -> None:
         raise resprobe.SourceError(f"hf:{name}: transformers cannot build this config "
                                    f"({_line(err)})") from err
     nbytes = sum(t.numel() * t.element_size() for t in (*shell.parameters(), *shell.buffers()))
-    resprobe.ensure_fits(nbytes, f"hf:{name} ({type(shell).__name__})",
-                         "use a smaller config, or capture its structure on the meta device from Python")
+    try:
+        resprobe.ensure_fits(nbytes, f"hf:{name} ({type(shell).__name__})", "")
+    except resprobe.InputsError as err:
+        return (f"{str(err).rstrip('; ')}: built on the meta device instead (structure only, nothing "
+                "measured); pass a smaller config to measure it")
+    return None
 
 
 def _tokenizer(transformers: Any, path: Path, trust: bool) -> Any:
