@@ -1,5 +1,6 @@
 """One short check on a CUDA machine: measurement overhead on a few zoo models, the
-no-synchronisation guarantee, and autocast. Prints everything; takes about a minute.
+no-synchronisation guarantee, autocast, and a model split across devices (the CPU and a GPU;
+two GPUs when there are two). Prints everything; takes about a minute.
 
 Run:  python benchmarks/gpu_check.py
 """
@@ -56,12 +57,34 @@ def autocast_check() -> str:
            f"{time.perf_counter() - start:.2f} s"
 
 
+def split_check() -> str:
+    """The digits network with its layers on two devices, against the same network on the CPU:
+    the largest relative difference over every number of every block."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from test_cuda import _Split
+
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    probes = ("verify", "refinement", "gradients", "lesion")
+    whole = resprobe.analyze(_Split("cpu", "cpu"), x, probes=probes)
+    pairs = [("cpu", "cuda:0")] + ([("cuda:0", "cuda:1")] if torch.cuda.device_count() > 1 else [])
+    out = []
+    for first, second in pairs:
+        split = resprobe.analyze(_Split(first, second), x.to(first), probes=probes)
+        kinds = ("refinement", "gradients", "lesion")
+        worst = max((abs(b.metrics[p][k] - v) / max(abs(v), 1e-6)
+                     for a, b in zip(whole.blocks, split.blocks) for p in kinds
+                     for k, v in a.metrics[p].items() if isinstance(v, float)), default=0.0)
+        out.append(f"{first} + {second}: {len(split.blocks)} blocks, largest relative difference {worst:.1e}")
+    return "; ".join(out)
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device here")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     print("sync check:", no_sync_check(), flush=True)
     print(autocast_check(), flush=True)
+    print("split across devices:", split_check(), flush=True)
     print(f"{'model':16s} {'plain fwd+bwd s':>15s} {'measure s':>10s} {'ratio':>7s}")
     got = []
     for name in MODELS:

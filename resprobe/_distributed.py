@@ -6,12 +6,37 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from torch import Tensor
 
-__all__ = ["add_up", "all_reduce_sum", "launched", "largest", "rank", "same_everywhere", "share",
-           "share_size", "union", "world_size"]
+__all__ = ["add_up", "all_reduce_sum", "launched", "largest", "parts", "rank", "same_everywhere", "share",
+           "share_size", "spread", "union", "world_size"]
+
+# Whether an analysis spreads its data over the processes (the command line under torchrun turns
+# it on); a watch always adds up its ranks' numbers, as DDP averages their gradients.
+_SPREAD: ContextVar[bool] = ContextVar("resprobe_spread", default=False)
+
+
+@contextmanager
+def spread(on: bool = True) -> Iterator[None]:
+    """Analyses inside the ``with`` spread their batches over the processes of the running
+    process group (each process its share; the sums added up)."""
+    token = _SPREAD.set(on)
+    try:
+        yield
+    finally:
+        _SPREAD.reset(token)
+
+
+def parts() -> int:
+    """How many processes an analysis spreads its data over (1 unless ``spread`` is on)."""
+    return world_size() if _SPREAD.get() else 1
+
+
+def _part() -> int:
+    return rank() if _SPREAD.get() else 0
 
 
 def _running() -> bool:
@@ -49,7 +74,7 @@ def all_reduce_sum(t: Tensor) -> None:
 def same_everywhere(value: Any, problem: str) -> None:
     """Raise ``AnalysisError(problem)`` on every process unless ``value`` (picklable) is the
     same on all of them: sums are added up only when they line up."""
-    if world_size() == 1:
+    if parts() == 1:
         return
     import torch.distributed as dist
 
@@ -84,7 +109,7 @@ def launched(device: str = "auto") -> Iterator[None]:
 def share(batches: Iterable[Any], count: int) -> Iterator[Any]:
     """This process's batches of ``count``: every world-th, from its rank on (all of them
     without a process group). Refused in one line when there are fewer batches than processes."""
-    world, me = world_size(), rank()
+    world, me = parts(), _part()
     if world > 1 and count < world:
         from .errors import UsageError
 
@@ -97,12 +122,13 @@ def share(batches: Iterable[Any], count: int) -> Iterator[Any]:
 
 def share_size(count: int) -> int:
     """How many of ``count`` batches are this process's."""
-    return len(range(rank(), count, world_size()))
+    return len(range(_part(), count, parts()))
 
 
 def add_up(values: list[float]) -> list[float]:
-    """Each value summed over the processes (the values themselves without a process group)."""
-    if world_size() == 1 or not values:
+    """Each value summed over the processes an analysis spreads over (the values themselves
+    when it does not)."""
+    if parts() == 1 or not values:
         return list(values)
     import torch
 
@@ -112,8 +138,8 @@ def add_up(values: list[float]) -> list[float]:
 
 
 def largest(values: list[float]) -> list[float]:
-    """Each value's maximum over the processes."""
-    if world_size() == 1 or not values:
+    """Each value's maximum over the processes an analysis spreads over."""
+    if parts() == 1 or not values:
         return list(values)
     import torch
     import torch.distributed as dist
@@ -124,8 +150,8 @@ def largest(values: list[float]) -> list[float]:
 
 
 def union(items: set[Any]) -> set[Any]:
-    """The union of a set over the processes."""
-    if world_size() == 1:
+    """The union of a set over the processes an analysis spreads over."""
+    if parts() == 1:
         return set(items)
     import torch.distributed as dist
 

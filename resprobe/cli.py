@@ -388,14 +388,13 @@ def analyze(ctx: click.Context, /, src: _Source, quiet: bool, out: str, formats:
     (default: the bundled example).
     """
     from ._cli_text import summary
-    from ._distributed import launched
+    from ._distributed import launched, rank, spread
     from .data import example_data, load_data
     from .measure import Settings
     from .report import check_output_dir
 
-    ctx.with_resource(launched(src.device))  # under torchrun: one process group for the analysis
-    from ._distributed import rank
-
+    ctx.with_resource(launched(src.device))  # under torchrun: one process group for the analysis,
+    ctx.with_resource(spread())  # over whose processes the batches are spread
     first = rank() == 0  # the process that writes and speaks
     if first:
         check_output_dir(out, _registry(ctx))  # before the long analysis, not after it

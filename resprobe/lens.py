@@ -327,7 +327,7 @@ class _Run:
 
     def added_up(self) -> None:
         """Every process's sums added up (nothing changes in one process)."""
-        if _distributed.world_size() == 1:
+        if _distributed.parts() == 1:
             return
         tables = ("kl", "agree", "entropy", "logp", "loss")
         layout = [(sid, key, name) for sid in sorted(self.sums) for key in tables

@@ -85,7 +85,7 @@ class _Effects:
     def added_up(self, samples: int) -> int:
         """Under torch.distributed: every process's sums and counts added up (and ``samples``,
         returned); nothing changes in one process."""
-        if _distributed.world_size() == 1:
+        if _distributed.parts() == 1:
             return samples
         keys = sorted((k, m) for k, d in self.sums.items() for m in d)
         _distributed.same_everywhere(keys, "the processes' lesions differ (the model took other paths on "

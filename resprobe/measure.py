@@ -179,7 +179,7 @@ class _Run:
     def _merged(self) -> dict[Any, tuple[Any, Any, Any]]:
         """Every sum on the host; under torch.distributed, added up over the processes first
         (their batch counts with them), and so their parameter gradients."""
-        world = _distributed.world_size()
+        world = _distributed.parts()
         if world == 1:
             return self.sums.host()
         _distributed.same_everywhere(sorted(map(str, self.sums.v)) + sorted(self.grads),
@@ -281,14 +281,15 @@ class _Run:
                                                       if seen else ""))
         if self.skipped:
             notes.append(f"{self.skipped} batch(es) skipped: the model took a different path when re-run")
-        meta = [n for n, p in self.tree.params.items() if p.is_meta]  # weights held elsewhere between passes
+        away = [n for n, p in self.tree.params.items()  # weights not held whole by the module between passes
+                if p.is_meta or type(p).__name__ == "DTensor"]
         offloaded = [b.name for b in self.plan.blocks
-                     if any(n.startswith(b.name.split("#")[0] + ".") for n in meta)]
+                     if any(n.startswith(b.name.split("#")[0] + ".") for n in away)]
         if offloaded:
-            notes.append(f"the weights of {len(offloaded)} block(s) are not in the model between passes "
-                         "(offloaded, e.g. by accelerate, and loaded only while a pass runs), so their "
-                         f"parameter-gradient norms are not measured: {', '.join(offloaded[:4])}"
-                         + (" …" if len(offloaded) > 4 else ""))
+            notes.append(f"the weights of {len(offloaded)} block(s) are not held whole by the model between "
+                         "passes (offloaded, e.g. by accelerate, or sharded by FSDP, and put together only "
+                         "while a pass runs), so their parameter-gradient norms are not measured: "
+                         f"{', '.join(offloaded[:4])}" + (" …" if len(offloaded) > 4 else ""))
         notes += self.extra
         if self.adopted:
             notes.append("the model records other ops with autograd on than off: its graph was captured "

@@ -37,8 +37,8 @@ def _numbers(x: Any, y: Any, path: str, out: list[tuple[str, float, Any]]) -> No
 def test_two_processes_give_the_report_of_one(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, "-m", "resprobe", *ARGS, "-o", str(one)], check=True, capture_output=True)
-    done = subprocess.run([*TORCHRUN, "-m", "resprobe", *ARGS, "-o", str(two)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([*TORCHRUN, "-m", "resprobe", *ARGS, "-o", str(two)], capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 writes and speaks; rank 1 is silent
     a, b = (json.loads((d / "report.json").read_text()) for d in (one, two))
@@ -60,3 +60,31 @@ def test_fewer_batches_than_processes_is_refused_in_one_line(tmp_path: Path) -> 
     assert done.returncode != 0
     assert "1 batch(es) for 2 processes" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_model_sharded_with_fsdp2_is_analysed_where_its_shards_live(tmp_path: Path) -> None:
+    """FSDP2 on gloo: every process captures, verifies and measures the sharded model (FSDP
+    gathers each block's weights for the pass), with the numbers of the same model unsharded;
+    FSDP's hooks are left as found. Parameter-gradient norms are not measured (the weights are
+    sharded between passes) and a note says so."""
+    pytest.importorskip("torch.distributed.fsdp")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _fsdp_analyze as script
+
+    done = subprocess.run([*TORCHRUN, str(Path(script.__file__)), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import resprobe
+
+    want = script.numbers(resprobe.analyze(script.model(), script.inputs(), probes=script.PROBES))
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["hooks_as_found"] and got["verified"] == 4
+        assert got["depth"] == pytest.approx(want["depth"], rel=1e-6)
+        assert any("sharded by FSDP" in n for n in got["notes"])
+        for name, values in want["blocks"].items():  # type: ignore[union-attr]
+            for key, value in values.items():
+                if key in ("param_grad_norm", "param_norm", "grad_weight_ratio"):
+                    assert got["blocks"][name][key] is None
+                elif isinstance(value, float):
+                    assert got["blocks"][name][key] == pytest.approx(value, rel=1e-5), (name, key)
