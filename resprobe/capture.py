@@ -49,7 +49,7 @@ def record(model: nn.Module, inputs: Any, *, grad: bool = False, train: bool | N
     given = Inputs.of(inputs)
     session = Held(model, train=train, inputs=given)
     notes = list(session.notes)
-    inp = _to_meta_if_needed(list(session.tree.params.values()), given, notes)
+    inp = _to_meta_if_needed(session.device.type == "meta", given, notes)
     start = time.perf_counter()
     with session, torch.enable_grad() if grad else torch.no_grad(), _meta_rules(inp):
         out, recorder = forward(session.model, session.tree, inp, watcher=watcher)
@@ -150,8 +150,9 @@ def output_tensors(out: Any) -> list[Tensor]:
     return acc
 
 
-def _to_meta_if_needed(params: list[Tensor], inp: Inputs, notes: list[str]) -> Inputs:
-    if not params or not all(p.is_meta for p in params):
+def _to_meta_if_needed(meta: bool, inp: Inputs, notes: list[str]) -> Inputs:
+    """``inp`` moved to the meta device when the model has no values (``meta``)."""
+    if not meta:
         return inp
     found = gather_tensors(list(inp.args) + list(inp.kwargs.values()), [])
     if all(t.is_meta for t in found):

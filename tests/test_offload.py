@@ -44,3 +44,22 @@ def test_a_model_offloaded_to_disk_gives_the_numbers_of_the_whole_model(tmp_path
     assert [(m.__dict__.get("_hf_hook"), m.__dict__.get("forward"), dict(m._forward_pre_hooks))
             for m in model.modules()] == hooks
     assert torch.equal(model(x), before)
+
+
+@pytest.mark.zoo
+def test_a_model_with_every_weight_on_disk_runs_where_accelerate_runs_it(tmp_path: Path) -> None:
+    """Every parameter is on the meta device between passes: the model still has values (its
+    hooks load them), so it is measured, not taken for a structure-only model."""
+    accelerate = pytest.importorskip("accelerate")
+    torch.manual_seed(0)
+    whole = DeepDigitsNet(True, stages=(1, 1, 1)).eval()
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    names = ["stem", "layers.0", "layers.1", "layers.2", "head"]
+    model = accelerate.dispatch_model(copy.deepcopy(whole), device_map=dict.fromkeys(names, "disk"),
+                                      offload_dir=str(tmp_path))
+    assert all(p.is_meta for p in model.parameters())
+    got, want = (resprobe.analyze(m, x, probes=("refinement", "gradients")) for m in (model, whole))
+    assert [b.metrics.refinement.update_ratio for b in got.blocks] == pytest.approx(
+        [b.metrics.refinement.update_ratio for b in want.blocks], rel=1e-5)
+    assert [b.metrics.gradients.branch_gain for b in got.blocks] == pytest.approx(
+        [b.metrics.gradients.branch_gain for b in want.blocks], rel=1e-5)
