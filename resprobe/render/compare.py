@@ -9,6 +9,7 @@ from ..metrics import by_key
 from .charts import bar_chart
 from .html import _STYLE
 from .markdown import _escape
+from .parts import html_table
 
 __all__ = ["comparison_html", "comparison_markdown", "comparison_text"]
 
@@ -118,11 +119,7 @@ def _depth_row(d: DepthChange) -> list[str]:
 
 
 def _h_table(headers: list[str], rows: list[list[str]], cls: str = "compare") -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{e(x)}</td>" for x in r) + "</tr>" for r in rows)
-    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    return html_table(headers, rows, cls)
 
 
 def _h_blocks(c: Comparison) -> str:

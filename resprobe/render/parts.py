@@ -3,7 +3,8 @@ diagram, the charts and the notes, each computed once from a Report."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import html
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import LayoutError, UsageError
@@ -17,6 +18,15 @@ __all__ = ["COLUMNS", "charts", "diagram", "facts", "not_measured", "notes", "re
 
 # (header, probe, key, format), from the metric catalogue (resprobe/metrics.py)
 COLUMNS: list[tuple[str, str, str, str]] = [(m.label, m.probe, m.key, m.fmt) for m in table_columns()]
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "blocks") -> str:
+    """An HTML table (every cell escaped) in a box that scrolls sideways when it is wide."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _cell(value: Any, fmt: str) -> str:

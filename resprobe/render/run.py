@@ -11,6 +11,7 @@ from . import runparts as rp
 from .heatmap import heatmap
 from .html import _STYLE
 from .markdown import _escape as md
+from .parts import html_table
 from .runcharts import depth_chart, gradient_chart
 
 __all__ = ["run_html", "run_markdown"]
@@ -63,12 +64,7 @@ def _changes(run: Run) -> tuple[str, list[list[str]]]:
 _CHANGE_HEADERS = ["block", "stream", "from", "to", "at step"]
 
 
-def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "blocks") -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+_html_table = html_table
 
 
 def _html_charts(charts: list[tuple[int, str | None]], missing: str) -> str:
