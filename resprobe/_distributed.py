@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["add_up", "all_reduce_sum", "launched", "largest", "parts", "rank", "same_everywhere", "share",
-           "share_size", "spread", "union", "world_size"]
+__all__ = ["add_up", "agree", "all_reduce_sum", "launched", "largest", "parts", "rank", "same_everywhere",
+           "share", "share_size", "spread", "union", "world_size"]
 
 # Whether an analysis spreads its data over the processes (the command line under torchrun turns
 # it on); a watch always adds up its ranks' numbers, as DDP averages their gradients.
@@ -125,6 +125,16 @@ def share_size(count: int) -> int:
     return len(range(_part(), count, parts()))
 
 
+def _home() -> Any:
+    """Where a collective's tensor must be: the current GPU under nccl, else the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def add_up(values: list[float]) -> list[float]:
     """Each value summed over the processes an analysis spreads over (the values themselves
     when it does not)."""
@@ -132,9 +142,25 @@ def add_up(values: list[float]) -> list[float]:
         return list(values)
     import torch
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_home())
     all_reduce_sum(t)
-    return [float(v) for v in t]
+    return [float(v) for v in t.cpu()]
+
+
+def agree(ready: bool, layout: str) -> bool:
+    """Whether every process is ``ready`` with the same ``layout`` (one small all-reduce; every
+    process must call it)."""
+    if world_size() == 1:
+        return ready
+    import zlib
+
+    import torch
+    import torch.distributed as dist
+
+    h = float(zlib.crc32(layout.encode()))
+    t = torch.tensor([0.0 if ready else 1.0, h, -h], dtype=torch.float64, device=_home())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t[0].item() == 0 and t[1].item() == -t[2].item())
 
 
 def largest(values: list[float]) -> list[float]:
@@ -144,9 +170,9 @@ def largest(values: list[float]) -> list[float]:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_home())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [float(v) for v in t]
+    return [float(v) for v in t.cpu()]
 
 
 def union(items: set[Any]) -> set[Any]:

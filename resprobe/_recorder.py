@@ -223,7 +223,10 @@ class Recorder(TorchFunctionMode):
                 return self._failed(func, tensors)
             self.value_reads[("__getitem__", self.scope[-1][0])] += 1
             args = fixed
-            out = call(*args, **kwargs)
+            try:
+                out = call(*args, **kwargs)
+            except (RuntimeError, NotImplementedError):
+                return self._failed(func, tensors)
         seq = False
         if isinstance(out, Tensor):
             outs = [out]

@@ -119,7 +119,11 @@ class Sums:
         sum first, and may change it in place: one call for all keys."""
         flat: list[Tensor] = []
         layout = []
-        for key, parts in self.v.items():
+        # added up over processes: the same order on every one, whatever order the keys came in
+        entries = list(self.v.items())
+        if reduce is not None:
+            entries.sort(key=lambda kv: str(kv[0]))
+        for key, parts in entries:
             reduced = []
             for k in range(3):
                 items = [p[k] for p in parts]

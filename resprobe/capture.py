@@ -171,6 +171,8 @@ def _meta_rules(inp: Inputs) -> Any:
     from torch.fx.experimental import _config
 
     config: Any = _config  # torch's config module: ``patch`` is added at import
+    if not hasattr(config, "meta_nonzero_assume_all_nonzero"):  # an older torch: nonzero stays unknown
+        return contextlib.nullcontext()
     return config.patch(meta_nonzero_assume_all_nonzero=True)
 
 

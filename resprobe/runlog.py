@@ -178,11 +178,13 @@ def _finite(v: Any) -> Any:
 
 class RunWriter:
     """Appends a run's records to ``DIR/resprobe-run.jsonl`` (created with its folder; an
-    existing record of another run there is replaced at the first write). Each line is
+    existing record there is replaced at the first write, or kept and followed with
+    ``append``: a resumed run). Each line is
     flushed when written, so a run that dies keeps every step measured before."""
 
-    def __init__(self, log_dir: str | os.PathLike[str]):
+    def __init__(self, log_dir: str | os.PathLike[str], append: bool = False):
         self.dir = Path(log_dir)
+        self.append = append  # a resumed run: its steps follow the earlier ones (read_run keeps the last run)
         self.path = self.dir / FILE
         self._file: Any = None
 
@@ -190,7 +192,7 @@ class RunWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.dir.is_symlink() or not self.dir.is_dir():
             raise SourceError(f"{self.dir} is not a folder; pass log_dir= a folder to write the run into")
-        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+        self._file = open(self.path, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115
         self._line(header.to_dict())
 
     def step(self, record: RunStep) -> None:
@@ -225,7 +227,9 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_run(path: str | os.PathLike[str]) -> Run:
-    """A run's records from its folder (``DIR/resprobe-run.jsonl``) or the file itself."""
+    """A run's records from its folder (``DIR/resprobe-run.jsonl``) or the file itself. A run
+    resumed into the same folder (the same blocks) continues the record: its steps follow the
+    earlier ones, replacing any it measured again; a record of another model starts over."""
     p = Path(path)
     if p.is_dir():
         p = p / FILE
@@ -240,9 +244,14 @@ def read_run(path: str | os.PathLike[str]) -> Run:
                 if d.get("format", FORMAT) > FORMAT:
                     raise SourceError(f"{p} was written by a newer resprobe (format {d.get('format')}); "
                                       "upgrade resprobe to read it")
-                header, steps = RunHeader.from_dict(d), []  # a restarted run: the last one counts
+                new = RunHeader.from_dict(d)
+                if header is None or new.blocks != header.blocks:  # another model: its run alone counts
+                    steps = []
+                header = new  # the same model resumed: its steps follow the earlier ones
             elif d.get("kind") == "step" and header is not None:
-                steps.append(RunStep.from_dict(d))
+                step = RunStep.from_dict(d)
+                steps = [s for s in steps if s.step < step.step]  # steps a resumed run measured again
+                steps.append(step)
         except (KeyError, TypeError, ValueError) as err:
             raise SourceError(f"{p}:{k}: a malformed record ({type(err).__name__}: {err}); "
                               "is this a resprobe run record?") from err

@@ -44,6 +44,7 @@ class _Pass(Collector):
     def __init__(self, plan: Plan, mask: Tensor | None, samples: int, gradients: bool):
         super().__init__(plan.names, [], [], Sums(), mask)
         self.samples, self.gradients = samples, gradients
+        self.scale = 1.0  # the loss scale of its backward pass (a GradScaler's), divided out
         self.queued = self.finished = False
         self.expected: Counter[tuple[int, str]] = Counter()  # gates made that report to (block, role)
         self.arrived: Counter[tuple[int, str]] = Counter()
@@ -117,11 +118,17 @@ class Watch:
         self.stopped: str | None = None  # why nothing is measured any more
         self._events: list[str] = []
         self._started = time.time()
-        self._writer = RunWriter(log_dir) if log_dir is not None and self.rank == 0 else None
+        writes = log_dir is not None and self.rank == 0
+        self._writer = RunWriter(log_dir, append=start > 0) if writes else None
         self._tensorboard = _tensorboard(log_dir, tensorboard) if self.rank == 0 else None
         self._handles = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
                          self.model.register_forward_hook(self._post, with_kwargs=True, always_call=True)]
         if optimizer is not None:
+            if _scaling(scaler):
+                self.close()
+                raise UsageError("with a GradScaler, call watch.step() yourself after scaler.update(): a "
+                                 "step the scaler skips (inf or NaN gradients) never reaches the optimizer's "
+                                 "hook")
             self._handles.append(optimizer.register_step_post_hook(lambda *_: self.step()))
 
     # -- steps -------------------------------------------------------------------------------
@@ -136,18 +143,31 @@ class Watch:
 
     def step(self) -> RunStep | None:
         """End the current training step: when it was measured, its record (also written to
-        the log); then count the next step."""
-        got = self._flush() if self.due else None
+        the log); then count the next step. Under torch.distributed every rank takes part in
+        every measured step's reduction, even one that stopped measuring (so none waits)."""
+        measured = self.step_number % self.every == 0 and (self.stopped is None or self.world > 1)
+        got = None
+        if measured:
+            try:
+                got = self._flush()
+            except Exception as err:  # the training goes on; the watch stops and says why
+                self._stop(err)
         self.step_number += 1
         return got
 
     def _flush(self) -> RunStep | None:
         passes, self._passes = self._passes, []
-        if not passes or self._numbers is None:
+        ready = bool(passes) and self._numbers is not None and self.stopped is None
+        if self.world > 1:  # every rank ready, with sums laid out alike, or no rank adds up
+            layout = repr(sorted((str(k), len(parts)) for p in passes for k, parts in p.sums.v.items()))
+            if not _distributed.agree(ready, layout):
+                if ready:
+                    self._events.append(f"step {self.step_number}: not every process measured it alike (a "
+                                        "process took another path or stopped): not recorded")
+                return None
+        if not ready or self._numbers is None:
             return None
-        scale = 1.0 / self.world
-        if self.scaler is not None and getattr(self.scaler, "is_enabled", lambda: False)():
-            scale /= float(self.scaler.get_scale())
+        scale = 1.0 / self.world / passes[0].scale  # DDP averages the ranks' gradients; loss scaling
         events, self._events = self._events, []
         weights, self._weights = self._weights, None
         record = self._numbers.record(passes, self.step_number, self._started, scale, tuple(events), weights)
@@ -231,10 +251,10 @@ class Watch:
         recorder = Recorder(self.tree.param_ids, self.tree.buffer_ids)
         recorder.rewrite = plan.instrument.rewrites(recorder, listener, anchor, mismatches)
         stack = ExitStack()
+        self._active = (stack, recorder, mismatches, listener)  # closed by _stop if what follows fails
         stack.enter_context(module_scopes(self.tree.by_path, recorder))
         _add_inputs(recorder, self.model, inp)
         stack.enter_context(recorder)
-        self._active = (stack, recorder, mismatches, listener)
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         active, self._active = self._active, None
@@ -262,6 +282,8 @@ class Watch:
             return
         self._misses = 0
         listener.ungated = self.plan.instrument.ungated()
+        if _scaling(self.scaler):  # the loss scale this pass's backward runs under (update() comes after)
+            listener.scale = float(self.scaler.get_scale())
         self._passes.append(listener)
         if self._weights is None and self._numbers is not None:
             self._weights = self._numbers.weight_norms()
@@ -275,12 +297,16 @@ class Watch:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self._passes and self.due:
-            self._flush()
-        if self._writer is not None:
-            self._writer.close()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        try:
+            if self._passes and self.due and self.world == 1:
+                self._flush()
+        except Exception as err:
+            self._stop(err)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
 
     def __enter__(self) -> Watch:
         return self
@@ -347,8 +373,16 @@ def _with_gradient_notes(record: RunStep, gradients: bool) -> RunStep:
 
 
 def _compiling() -> bool:
-    compiler: Any = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+    """Whether torch.compile is tracing this call (False on a torch that cannot say)."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if check is None:
+        check = getattr(getattr(torch, "_dynamo", None), "is_compiling", None)
+    return bool(check is not None and check())
+
+
+def _scaling(scaler: Any) -> bool:
+    """Whether ``scaler`` is a GradScaler that scales the loss."""
+    return scaler is not None and bool(getattr(scaler, "is_enabled", lambda: False)())
 
 
 def _device(tree: ModuleTree, inp: Inputs) -> torch.device:

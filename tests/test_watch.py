@@ -438,3 +438,27 @@ def test_activation_checkpointing(reentrant: bool) -> None:
         assert gains == [None] * 4 and any("use_reentrant=False" in n for n in record.notes)
     else:
         assert None not in gains and not record.notes
+
+
+def test_a_grad_scaler_with_the_optimizer_hook_is_refused_and_leaves_no_hook() -> None:
+    """A step the scaler skips never reaches the optimizer's hook: with a scaler, step() is
+    called by hand (after scaler.update())."""
+    model = DeepDigitsNet(True, stages=(1, 1, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    with pytest.raises(resprobe.UsageError, match="scaler.update"):
+        resprobe.watch(model, optimizer=opt, scaler=scaler)
+    assert not model._forward_pre_hooks and not model._forward_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_a_resumed_run_keeps_the_steps_written_before(tmp_path: Path) -> None:
+    model = DeepDigitsNet(True, stages=(1, 1, 1))
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    for start in (0, 3):
+        with resprobe.watch(model, every=2, log_dir=tmp_path, start=start, tensorboard=False) as w:
+            for _ in range(3):
+                F.cross_entropy(model(x), y).backward()
+                w.step()
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / FILE).read_text().splitlines()]
+    assert kinds == ["run", "step", "step", "run", "step"]  # steps 0, 2, then 4 after the restart at 3
+    assert [s.step for s in read_run(tmp_path).steps] == [0, 2, 4]  # the resumed run continues the record
