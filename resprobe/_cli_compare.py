@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +54,7 @@ def _json(comparison: Comparison) -> str:
 def write_comparison(comparison: Comparison, directory: str | os.PathLike[str]) -> list[Path]:
     """Write compare.json, compare.md and compare.html into ``directory``, each file whole (written
     beside itself, then renamed into place); returns the paths written."""
+    from ._save import write_file_whole
     from .errors import UsageError
     from .render.compare import comparison_html, comparison_markdown
 
@@ -66,24 +66,7 @@ def write_comparison(comparison: Comparison, directory: str | os.PathLike[str]) 
              comparison_markdown(comparison), comparison_html(comparison))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return [_replace(folder / name, text) for name, text in zip(FILES, texts)]
+        return [write_file_whole(folder / name, text) for name, text in zip(FILES, texts)]
     except OSError as err:
         raise UsageError(f"cannot write the comparison into {directory} ({err.strerror or err}); "
                          "choose another folder with -o") from None
-
-
-def _replace(path: Path, text: str) -> Path:
-    """Write ``text`` to a new hidden file beside ``path`` (its mode from the umask, like any new
-    file), then rename it over ``path``: ``path`` holds the old text or the new, never a part."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    f = open(temp, "x", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed below, before the rename
-    try:
-        with f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path

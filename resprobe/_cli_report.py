@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,23 +91,15 @@ def _target(run_dir: str, out: str | None) -> Path:
 
 
 def _write(path: Path, text: str) -> Path:
-    """Write ``path`` whole or not at all: a temporary file beside it, then renamed over it."""
+    """Write ``path`` whole or not at all (a temporary file beside it, renamed over it)."""
+    from ._save import write_file_whole
     from .errors import UsageError
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return write_file_whole(path, text)
     except OSError as err:
         raise UsageError(f"cannot write {path} ({err.strerror or err}); "
                          "choose another folder with -o") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _printable(line: str) -> str:

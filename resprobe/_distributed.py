@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["add_up", "agree", "all_reduce_sum", "launched", "largest", "parts", "rank", "same_everywhere",
-           "share", "share_size", "spread", "union", "world_size"]
+__all__ = ["add_up", "add_up_named", "agree", "all_reduce_sum", "launched", "largest", "parts", "rank",
+           "same_everywhere", "share", "share_size", "spread", "union", "world_size"]
 
 # Whether an analysis spreads its data over the processes (the command line under torchrun turns
 # it on); a watch always adds up its ranks' numbers, as DDP averages their gradients.
@@ -145,6 +145,17 @@ def add_up(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_home())
     all_reduce_sum(t)
     return [float(v) for v in t.cpu()]
+
+
+def add_up_named(values: dict[Any, float], problem: str) -> dict[Any, float]:
+    """Each named value summed over the processes an analysis spreads over (one all-reduce, in
+    the order of the names), after checking that every process has the same names:
+    ``AnalysisError(problem)`` otherwise. The values themselves when the analysis is not spread."""
+    if parts() == 1:
+        return dict(values)
+    names = sorted(values, key=repr)
+    same_everywhere([repr(n) for n in names], problem)
+    return dict(zip(names, add_up([float(values[n]) for n in names])))
 
 
 def agree(ready: bool, layout: str) -> bool:

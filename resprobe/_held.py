@@ -277,15 +277,15 @@ class Held:
         """Where the model computes: the device of its first parameter that holds values; for a
         model whose weights are all offloaded (meta between passes, loaded by accelerate's hooks),
         the hooks' execution device; meta for a model without values; cpu without parameters."""
-        params = list(self.tree.params.values())
-        held = next((p.device for p in params if not p.is_meta), None)
+        params = self.tree.params.values()
+        held = next((p.device for p in params if not p.is_meta), None)  # usually the first one
         if held is not None:
             return held
         hook = next((m.__dict__["_hf_hook"] for m in self.tree.modules if "_hf_hook" in m.__dict__), None)
         if hook is not None:  # accelerate: weights offloaded, brought in for each pass
             where = getattr(hook, "execution_device", None)
             return torch.device(where if where is not None else "cpu")
-        return params[0].device if params else torch.device("cpu")
+        return torch.device("meta") if params else torch.device("cpu")
 
     def device_for(self, inp: Inputs) -> torch.device:
         """Where a pass on ``inp`` computes: the model's device, or for a model without

@@ -5,6 +5,7 @@ holds anything no exporter writes is refused, never replaced."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -19,7 +20,7 @@ from typing import Any
 from .errors import UsageError
 from .plugins import Registry, registry
 
-__all__ = ["check_output_dir", "save_whole"]
+__all__ = ["check_output_dir", "save_whole", "write_file_whole"]
 
 
 # Written by file browsers when a folder is opened, not by users; replaced with the folder.
@@ -183,6 +184,24 @@ def _sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
         if caught:
             signal.raise_signal(signal.SIGINT)
+
+
+def write_file_whole(path: Path, text: str) -> Path:
+    """Write ``text`` to a new hidden file beside ``path`` (its mode from the umask, like any new
+    file), then rename it over ``path``: ``path`` holds the old text or the new, never a part.
+    Raises ``OSError`` when it cannot."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    f = open(temp, "x", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed below, before the rename
+    try:
+        with f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _sync(folder: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from .runlog import RunHeader, RunStep, scalars
+from .runlog import SCALARS, RunHeader, RunStep, scalars
 
 __all__ = ["TensorBoardLog", "available"]
 
@@ -25,8 +25,6 @@ class TensorBoardLog:
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def start(self, header: RunHeader) -> None:
-        from .runlog import SCALARS
-
         charts = {f"{metric}": ["Multiline", [f"resprobe/{metric}/.*"]] for metric in SCALARS}
         charts["effective_depth"] = ["Multiline", ["resprobe/effective_depth/.*"]]
         self.writer.add_custom_scalars({"resprobe": charts})

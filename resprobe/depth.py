@@ -306,11 +306,10 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
                 if len(chain) == K:
                     err = float((stack.sum(0) - truth).norm() / truth.norm().clamp_min(1e-30))
                     checks[sid] = max(checks.get(sid, 0.0), err)
-    sids = sorted(sums)
-    flat = _distributed.add_up([float(v) for sid in sids for v in sums[sid].cpu()] + [samples])
-    samples, at = round(flat[-1]), 0
-    for sid in sids:
-        sums[sid], at = torch.tensor(flat[at:at + len(sums[sid])]), at + len(sums[sid])
+    named: dict[Any, float] = {(sid, k): float(v) for sid, s in sums.items() for k, v in enumerate(s.cpu())}
+    got = _distributed.add_up_named({**named, ("samples",): samples}, _DIFFERENT)
+    samples = round(got.pop(("samples",)))
+    sums = {sid: torch.tensor([got[(sid, k)] for k in range(len(s))]) for sid, s in sums.items()}
     worst = _distributed.largest([checks.get(sid, -1.0) for sid in sorted(chains)])
     checks = {sid: v for sid, v in zip(sorted(chains), worst) if v >= 0}
     out = {}
@@ -320,6 +319,10 @@ def exact_profile(model: nn.Module, graph: Graph, blocks: list[Block], data: Dat
         out[sid] = {"norms": norms, "lengths": len(norms) - 1, "check": checks.get(sid),
                     **summary(norms, n=len(chains[sid])), "truncated_at": cut}
     return out
+
+
+_DIFFERENT = ("the processes' streams differ (the model took other paths on their batches); measure the "
+              "path lengths in one process")
 
 
 # -- Veit's sampler -----------------------------------------------------------------------------
@@ -385,14 +388,12 @@ def sample_profile(model: nn.Module, graph: Graph, blocks: list[Block], inputs: 
                 got, n_rows = _magnitudes(p, chain, drawn[sid], step)
                 sums[sid] = [a + b for a, b in zip(sums[sid], got)]
                 rows[sid] += n_rows
-    sids = sorted(chains)
-    flat = _distributed.add_up([v for sid in sids for v in sums[sid]] + [rows[sid] for sid in sids]
-                               + [covered, batches])
-    at = 0
-    for sid in sids:
-        sums[sid], at = flat[at:at + len(sums[sid])], at + len(sums[sid])
-    rows = {sid: round(v) for sid, v in zip(sids, flat[at:at + len(sids)])}
-    covered, batches = round(flat[-2]), round(flat[-1])
+    named: dict[Any, float] = {(sid, k): v for sid, s in sums.items() for k, v in enumerate(s)}
+    named.update({(sid, "rows"): r for sid, r in rows.items()})
+    added = _distributed.add_up_named({**named, ("covered",): covered, ("batches",): batches}, _DIFFERENT)
+    sums = {sid: [added[(sid, k)] for k in range(len(s))] for sid, s in sums.items()}
+    rows = {sid: round(added[(sid, "rows")]) for sid in rows}
+    covered, batches = round(added[("covered",)]), round(added[("batches",)])
     return {sid: _sampled(sums[sid], drawn[sid], rows[sid], covered, batches) for sid in chains}
 
 

@@ -327,21 +327,18 @@ class _Run:
 
     def added_up(self) -> None:
         """Every process's sums added up (nothing changes in one process)."""
-        if _distributed.parts() == 1:
-            return
         tables = ("kl", "agree", "entropy", "logp", "loss")
-        layout = [(sid, key, name) for sid in sorted(self.sums) for key in tables
-                  for name in sorted(getattr(self.sums[sid], key))]
-        _distributed.same_everywhere(layout, "the processes decoded different blocks (the model took other "
-                                             "paths on their batches); run the lens in one process")
-        values = [getattr(self.sums[sid], key)[name] for sid, key, name in layout]
-        values += [v for sid in sorted(self.sums) for v in (self.sums[sid].units, self.sums[sid].samples)]
-        got = _distributed.add_up(values)
-        for (sid, key, name), v in zip(layout, got):
-            getattr(self.sums[sid], key)[name] = v
-        for k, sid in enumerate(sorted(self.sums)):
-            self.sums[sid].units = got[len(layout) + 2 * k]
-            self.sums[sid].samples = round(got[len(layout) + 2 * k + 1])
+        named: dict[Any, float] = {(sid, key, name): v for sid, s in self.sums.items() for key in tables
+                                   for name, v in getattr(s, key).items()}
+        for sid, s in self.sums.items():
+            named[(sid, "units")], named[(sid, "samples")] = s.units, s.samples
+        got = _distributed.add_up_named(named, "the processes decoded different blocks (the model took other "
+                                               "paths on their batches); run the lens in one process")
+        for (sid, key, *name), v in got.items():
+            if name:
+                getattr(self.sums[sid], key)[name[0]] = v
+            else:
+                setattr(self.sums[sid], key, round(v) if key == "samples" else v)
 
     def one(self, session: Session, t: Tail, inp: Inputs, targets: Any) -> None:
         """One batch of one stream."""

@@ -85,16 +85,17 @@ class _Effects:
     def added_up(self, samples: int) -> int:
         """Under torch.distributed: every process's sums and counts added up (and ``samples``,
         returned); nothing changes in one process."""
-        if _distributed.parts() == 1:
-            return samples
-        keys = sorted((k, m) for k, d in self.sums.items() for m in d)
-        _distributed.same_everywhere(keys, "the processes' lesions differ (the model took other paths on "
-                                           "their batches); measure it in one process")
-        got = _distributed.add_up([self.sums[k][m] for k, m in keys] + [self.count[k][m] for k, m in keys]
-                                  + [samples])
-        for j, (k, m) in enumerate(keys):
-            self.sums[k][m], self.count[k][m] = got[j], round(got[len(keys) + j])
-        return round(got[-1])
+        named: dict[Any, float] = {("sum", k, m): v for k, d in self.sums.items() for m, v in d.items()}
+        named.update({("count", k, m): v for k, d in self.count.items() for m, v in d.items()})
+        named[("samples",)] = samples
+        got = _distributed.add_up_named(named, "the processes' lesions differ (the model took other paths "
+                                               "on their batches); measure it in one process")
+        for name, v in got.items():
+            if name[0] == "sum":
+                self.sums[name[1]][name[2]] = v
+            elif name[0] == "count":
+                self.count[name[1]][name[2]] = round(v)
+        return round(got[("samples",)])
 
     def mean(self, key: str) -> dict[str, float]:
         counts = self.count.get(key, {})

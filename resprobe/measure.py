@@ -24,7 +24,7 @@ from .instrument import Mismatch
 from .objective import Objective, ObjectiveFn, choose_objective
 from .session import ModuleTree, Session, Steps
 
-__all__ = ["DTYPES", "Measurement", "Settings", "measure"]
+__all__ = ["DTYPES", "Measurement", "Settings", "attention_mask", "measure"]
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REFINE_INFLUENCE = 0.134  # 1 - cos(30°): a refining block turns the stream by less than 30 degrees
@@ -130,7 +130,7 @@ class _Run:
         graph). Streams are measured only on a plan with the blocks of the measured graph."""
         streams = plan.names == self.plan.names
         sums = Sums()
-        mask = _attention_mask(inp)
+        mask = attention_mask(inp)
         collector = Collector(plan.names, plan.streams if streams else [],
                               plan.layers if streams else [], sums, mask)
         if mask is not None:  # real and all token positions
@@ -312,7 +312,7 @@ _TOKENS = ("attention_mask", "tokens")
 _RANKS = ("processes", "counts")
 
 
-def _attention_mask(inp: Inputs) -> Tensor | None:
+def attention_mask(inp: Inputs) -> Tensor | None:
     """The batch's ``attention_mask`` keyword input ``[N, T]`` as weights (1: real token,
     0: padding), or None when there is none."""
     mask = inp.kwargs.get("attention_mask")

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed
-from ._held import ModuleTree, unwrap
+from ._held import Held
 from ._plan import Plan
 from ._recorder import Recorder, module_scopes
-from ._stats import Collector, Sums, token_mask
+from ._stats import Collector, Sums
 from ._version import __version__
 from ._watch_step import StepNumbers
 from .blocks import find_blocks
@@ -27,7 +27,7 @@ from .data import batch_size
 from .errors import UsageError
 from .inputs import Inputs
 from .instrument import BRANCH, SKIP, Mismatch
-from .measure import Settings
+from .measure import Settings, attention_mask
 from .runlog import RunBlock, RunHeader, RunStep, RunWriter
 
 __all__ = ["PROBES", "Watch", "watch"]
@@ -101,8 +101,8 @@ class Watch:
                  iterative: bool = False):
         _check(model, every, probes)
         self.iterative = iterative
-        self.model, self.notes = unwrap(model)
-        self.tree = ModuleTree(self.model)
+        self.held = Held(model, train=None)  # never entered: the model, its tree and device
+        self.model, self.notes, self.tree = self.held.model, self.held.notes, self.held.tree
         self.every, self.step_number, self.probes = every, start, tuple(probes)
         self.settings, self.scaler = settings or Settings(), scaler
         self.records: list[RunStep] = []
@@ -242,11 +242,9 @@ class Watch:
 
     def _begin(self, plan: Plan, inp: Inputs) -> None:
         """Gate this pass: the recorder's rewrites put the gates at the joins."""
-        mask = inp.kwargs.get("attention_mask")
-        mask = token_mask(mask) if isinstance(mask, Tensor) and mask.dim() == 2 else None
-        listener = _Pass(plan, mask, batch_size(inp), "gradients" in self.probes)
+        listener = _Pass(plan, attention_mask(inp), batch_size(inp), "gradients" in self.probes)
         plan.instrument.keep_branches = self.iterative
-        anchor = torch.zeros((), device=_device(self.tree, inp), requires_grad=True)
+        anchor = torch.zeros((), device=self.held.device_for(inp), requires_grad=True)
         mismatches: list[Mismatch] = []
         recorder = Recorder(self.tree.param_ids, self.tree.buffer_ids)
         recorder.rewrite = plan.instrument.rewrites(recorder, listener, anchor, mismatches)
@@ -383,14 +381,6 @@ def _compiling() -> bool:
 def _scaling(scaler: Any) -> bool:
     """Whether ``scaler`` is a GradScaler that scales the loss."""
     return scaler is not None and bool(getattr(scaler, "is_enabled", lambda: False)())
-
-
-def _device(tree: ModuleTree, inp: Inputs) -> torch.device:
-    p = next(iter(tree.params.values()), None)
-    if p is not None:
-        return p.device
-    found = [v for _, v in inp.named() if isinstance(v, Tensor)]
-    return found[0].device if found else torch.device("cpu")
 
 
 def _tensorboard(log_dir: Any, wanted: bool | None) -> Any:
